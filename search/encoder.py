@@ -1,0 +1,108 @@
+"""The encoder interface and its open_clip implementation.
+
+An encoder turns images and texts into L2-normalised float32 vectors in one
+shared space.  :class:`Encoder` is the interface the engine, the indexer and
+the tests rely on; :class:`ClipEncoder` wraps any module with
+``encode_image``/``encode_text`` (an open_clip model, or a Sightline-trained
+dual encoder with projection heads).  Loading lives in ``search.models``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from search.preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    model_id: str
+    dim: int
+
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class ClipEncoder:
+    """Dual encoder over a torch module with ``encode_image`` and ``encode_text``.
+
+    ``preprocessor`` is picklable and torch-free on its fast path, so decode
+    workers can run it; :meth:`encode_preprocessed` takes what it returns.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer: Callable,
+        preprocessor: Preprocessor,
+        model_id: str,
+        dim: int,
+        device: str = "cpu",
+        name: str = "",
+        pretrained: str = "",
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.preprocessor = preprocessor
+        self.model_id = model_id
+        self.dim = dim
+        self.device = device
+        self.name = name
+        self.pretrained = pretrained
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocessor.size
+
+    # ----------------------------------------------------------------- images
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Embed decoded PIL images (any mode) with the model's own preprocessing."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            arrays = [self.preprocessor(img) for img in images[start:start + batch_size]]
+            out.append(self.encode_preprocessed(arrays))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def encode_preprocessed(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed one batch of arrays produced by :attr:`preprocessor`."""
+        import torch
+
+        pixels = self.preprocessor.to_batch(arrays).to(self.device)
+        with torch.inference_mode():
+            features = self.model.encode_image(pixels)
+        return l2_normalize(features.float().cpu().numpy())
+
+    # ------------------------------------------------------------------ texts
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        out = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[start:start + batch_size])).to(self.device)
+            with torch.inference_mode():
+                features = self.model.encode_text(tokens)
+            out.append(l2_normalize(features.float().cpu().numpy()))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def __repr__(self) -> str:
+        return f"ClipEncoder({self.model_id!r}, dim={self.dim}, device={self.device!r})"
+
+
+def default_device(requested: Optional[str] = None) -> str:
+    if requested:
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

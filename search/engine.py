@@ -1,0 +1,192 @@
+"""The query engine: the one object the CLI and the web app search through.
+
+Given an encoder and a store, it answers text->image, image->image and
+image->text queries.  The encoder is loaded lazily (status and metadata
+queries never need the model) and recent text-query embeddings are cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+from PIL import Image
+
+from search.encoder import Encoder
+from search.models import ModelSpec
+from search.errors import InvalidQueryError, ModelMismatchError, NotFoundError
+from search.store import Store
+from search.store_records import CaptionRow, FileRow
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 1000
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class ImageHit:
+    id: int
+    score: float
+    file: FileRow
+
+    @property
+    def path(self) -> str:
+        return self.file.path
+
+
+@dataclass(frozen=True)
+class CaptionHit:
+    id: int
+    score: float
+    caption: CaptionRow
+
+
+class SearchEngine:
+    """Search an index.  ``encoder`` may be an encoder or a zero-argument
+    factory returning one (called on first use, once)."""
+
+    def __init__(self, store: Store, encoder: "Encoder | Callable[[], Encoder]", cache_size: int = 256):
+        self.store = store
+        self._encoder = encoder if not callable(encoder) or hasattr(encoder, "encode_texts") else None
+        self._factory = None if self._encoder is not None else encoder
+        self._encoder_lock = threading.Lock()
+        self._text_cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._cache_size = cache_size
+
+    @classmethod
+    def open(cls, index_dir, spec: "Optional[ModelSpec]" = None, device: Optional[str] = None) -> "SearchEngine":
+        """Open an existing index; the model is the one the index was built
+        with unless ``spec`` names another (which must then match it)."""
+        from search.models import ModelSpec, load_encoder
+
+        store = Store.open(index_dir)
+        info = store.model_info()
+        if spec is None or (spec.name is None and spec.pretrained is None):
+            spec = ModelSpec(info.name, info.pretrained) if info else ModelSpec.from_env()
+        return cls(store, lambda: load_encoder(spec, device))
+
+    def close(self) -> None:
+        self.store.close()
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    encoder = self._factory()
+                    self._check_model(encoder)
+                    self._encoder = encoder
+        return self._encoder
+
+    def _check_model(self, encoder: Encoder) -> None:
+        info = self.store.model_info()
+        if info is not None and info.model_id != encoder.model_id:
+            raise ModelMismatchError(
+                f"the index at {self.store.root} was built with {info.model_id!r}, but the query model is "
+                f"{encoder.model_id!r}; search with the index's own model (omit --model/--pretrained)."
+            )
+
+    # ------------------------------------------------------------- embeddings
+    def embed_text(self, query: str) -> np.ndarray:
+        query = _validate_text(query)
+        with self._cache_lock:
+            cached = self._text_cache.get(query)
+            if cached is not None:
+                self._text_cache.move_to_end(query)
+                return cached
+        vector = self.encoder.encode_texts([query])[0]
+        with self._cache_lock:
+            self._text_cache[query] = vector
+            while len(self._text_cache) > self._cache_size:
+                self._text_cache.popitem(last=False)
+        return vector
+
+    def embed_image(self, image: Image.Image) -> np.ndarray:
+        return self.encoder.encode_images([image])[0]
+
+    # ---------------------------------------------------------------- queries
+    def search_text(self, query: str, k: int = 20, offset: int = 0, min_score: Optional[float] = None) -> list[ImageHit]:
+        """Images best matching a text query, best first."""
+        return self.search_vector(self.embed_text(query), k, offset, min_score)
+
+    def search_image(self, image: Image.Image, k: int = 20, offset: int = 0,
+                     min_score: Optional[float] = None) -> list[ImageHit]:
+        """Images most similar to a decoded image."""
+        return self.search_vector(self.embed_image(image), k, offset, min_score)
+
+    def similar_to(self, file_id: int, k: int = 20, offset: int = 0,
+                   min_score: Optional[float] = None) -> list[ImageHit]:
+        """"More like this": neighbours of an indexed image, itself excluded."""
+        vector = self.store.file_embedding(file_id)
+        hits = self.search_vector(vector, k + offset + 1, 0, min_score)
+        hits = [h for h in hits if h.id != int(file_id)]
+        return hits[offset:offset + k]
+
+    def search_vector(self, vector: np.ndarray, k: int = 20, offset: int = 0,
+                      min_score: Optional[float] = None) -> list[ImageHit]:
+        k, offset = _validate_page(k, offset)
+        if self._is_empty():
+            return []
+        found = self.store.search("files", vector, k + offset)[offset:]
+        if min_score is not None:
+            found = [(i, s) for i, s in found if s >= min_score]
+        rows = self.store.get_files([i for i, _ in found])
+        # A file removed between the vector search and the row lookup is skipped.
+        return [ImageHit(i, s, rows[i]) for i, s in found if i in rows]
+
+    def captions_for_image(self, image: Optional[Image.Image] = None, file_id: Optional[int] = None,
+                           k: int = 10) -> list[CaptionHit]:
+        """Image->text: the stored captions that best match an image."""
+        if (image is None) == (file_id is None):
+            raise InvalidQueryError("give exactly one of an image or an indexed image id")
+        k, _ = _validate_page(k, 0)
+        vector = self.embed_image(image) if image is not None else self.store.file_embedding(file_id)
+        if self._is_empty() or self.store.counts()["captions"] == 0:
+            return []
+        found = self.store.search("captions", vector, k)
+        rows = self.store.get_captions([i for i, _ in found])
+        return [CaptionHit(i, s, rows[i]) for i, s in found if i in rows]
+
+    def _is_empty(self) -> bool:
+        return self.store.model_info() is None
+
+    def get_image(self, file_id: int) -> FileRow:
+        return self.store.get_file(file_id)
+
+    def status(self) -> dict:
+        info = self.store.model_info()
+        counts = self.store.counts()
+        return {
+            "index": str(self.store.root),
+            "images": counts["images"],
+            "captions": counts["captions"],
+            "failed": counts["failed"],
+            "model": info.model_id if info else None,
+            "model_name": info.name if info else None,
+            "pretrained": info.pretrained if info else None,
+            "dim": info.dim if info else None,
+            "disk_bytes": self.store.disk_bytes(),
+            "last_run": self.store.last_run(),
+        }
+
+
+def _validate_text(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidQueryError("the query text is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidQueryError(f"the query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
+    return query.strip()
+
+
+def _validate_page(k: int, offset: int) -> tuple[int, int]:
+    if not 1 <= int(k) <= MAX_K:
+        raise InvalidQueryError(f"k must be between 1 and {MAX_K}")
+    if int(offset) < 0:
+        raise InvalidQueryError("offset must not be negative")
+    return int(k), int(offset)

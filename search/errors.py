@@ -1,0 +1,79 @@
+"""Typed errors raised by the library.
+
+Library code raises these; only the CLI and the server turn them into
+messages, exit codes and HTTP statuses.  Each carries a message written for
+the person who has to act on it.
+"""
+
+from __future__ import annotations
+
+
+class SightlineError(Exception):
+    """Base class of every error Sightline raises on purpose."""
+
+    #: Suggested process exit code for command-line front ends.
+    exit_code = 1
+    #: Suggested HTTP status for the server.
+    http_status = 500
+
+
+class ModelNotAvailableError(SightlineError):
+    """Model weights or configuration cannot be found or loaded."""
+
+    exit_code = 3
+    http_status = 503
+
+
+class ModelMismatchError(SightlineError):
+    """Vectors from one model would be mixed with vectors from another."""
+
+    exit_code = 4
+    http_status = 409
+
+
+class IndexNotFoundError(SightlineError):
+    """No index exists at the given location."""
+
+    exit_code = 5
+    http_status = 503
+
+
+class IndexLockedError(SightlineError):
+    """Another process is writing to the index."""
+
+    exit_code = 6
+    http_status = 409
+
+
+class StoreCorruptError(SightlineError):
+    """The metadata database is damaged or not a Sightline database."""
+
+    exit_code = 7
+    http_status = 500
+
+
+class ImageDecodeError(SightlineError):
+    """An image could not be decoded (corrupt, truncated, unsupported, too large)."""
+
+    exit_code = 8
+    http_status = 400
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image's pixel count exceeds the decompression-bomb limit."""
+
+    http_status = 413
+
+
+class NotFoundError(SightlineError):
+    """A requested item (image id, caption id) does not exist."""
+
+    exit_code = 9
+    http_status = 404
+
+
+class InvalidQueryError(SightlineError):
+    """A query is malformed (empty, too long, bad parameters)."""
+
+    exit_code = 2
+    http_status = 422

@@ -1,0 +1,205 @@
+"""Safe image decoding shared by the indexer and the server.
+
+Every decode goes through :func:`decode_image`: it refuses decompression
+bombs before any pixel is decoded, reads EXIF capture time and orientation,
+uses JPEG draft (reduced-size DCT) decoding when asked, applies the EXIF
+orientation and always hands back an 8-bit RGB image.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Optional, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from search.errors import ImageDecodeError, ImageTooLargeError
+
+log = logging.getLogger(__name__)
+
+#: Default decompression-bomb limit: Pillow's own error threshold.
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+_TAG_ORIENTATION = 274
+_TAG_DATETIME = 306
+_TAG_DATETIME_ORIGINAL = 36867
+_EXIF_IFD = 0x8769
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def max_pixels_from_env() -> int:
+    """The pixel limit, overridable with ``SIGHTLINE_MAX_PIXELS``."""
+    value = os.environ.get("SIGHTLINE_MAX_PIXELS")
+    return int(value) if value else DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What we learn about an image besides its pixels."""
+
+    width: int  # as displayed, i.e. after EXIF orientation
+    height: int
+    taken_at: Optional[str]  # ISO 8601, from EXIF DateTimeOriginal (or DateTime)
+    orientation: Optional[int]
+    format: Optional[str]
+
+
+def _try_register_heif() -> None:
+    try:  # HEIC/AVIF support is optional.
+        from pillow_heif import register_heif_opener  # type: ignore
+
+        register_heif_opener()
+    except Exception:  # pragma: no cover - depends on an optional package
+        pass
+
+
+_heif_checked = False
+
+
+def ensure_plugins() -> None:
+    """Register optional decoders once per process, on first use."""
+    global _heif_checked
+    if not _heif_checked:
+        _try_register_heif()
+        _heif_checked = True
+
+
+def decode_image(
+    source: Union[bytes, BinaryIO],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: Optional[int] = None,
+) -> tuple[Image.Image, ImageInfo]:
+    """Decode ``source`` into an RGB image.
+
+    ``draft_size``: when set and the image is a JPEG whose short side is at
+    least twice that, decode at a reduced DCT scale that keeps both sides at
+    or above ``draft_size``.  Raises :class:`ImageDecodeError` (or
+    :class:`ImageTooLargeError`) with a readable reason.
+    """
+    ensure_plugins()
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image too large (decompression bomb guard): {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"cannot open image: {exc}") from None
+
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"invalid image dimensions {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image has {width}x{height} = {width * height:,} pixels, above the limit of "
+            f"{max_pixels:,} (set SIGHTLINE_MAX_PIXELS to raise it)"
+        )
+    fmt = image.format
+    orientation, taken_at = _read_exif(image)
+
+    try:
+        if draft_size and fmt == "JPEG" and min(width, height) >= 2 * draft_size:
+            image.draft("RGB", (draft_size, draft_size))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image too large (decompression bomb guard): {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image data: {exc}") from None
+    except Exception as exc:  # Pillow plugins raise assorted types on hostile input.
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from None
+
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
+    try:
+        image = _apply_orientation(image, orientation)
+        image = to_rgb(image)
+    except (OSError, ValueError) as exc:
+        raise ImageDecodeError(f"cannot convert image: {exc}") from None
+    return image, ImageInfo(width=width, height=height, taken_at=taken_at, orientation=orientation, format=fmt)
+
+
+def _read_exif(image: Image.Image) -> tuple[Optional[int], Optional[str]]:
+    # EXIF is untrusted: any failure means "no EXIF", never a failed image.
+    try:
+        exif = image.getexif()
+    except Exception:
+        return None, None
+    orientation = None
+    try:
+        value = exif.get(_TAG_ORIENTATION)
+        if isinstance(value, int) and 1 <= value <= 8:
+            orientation = value
+    except Exception:
+        pass
+    taken = None
+    try:
+        taken = exif.get_ifd(_EXIF_IFD).get(_TAG_DATETIME_ORIGINAL) or exif.get(_TAG_DATETIME)
+    except Exception:
+        taken = None
+    return orientation, _parse_exif_datetime(taken)
+
+
+def _parse_exif_datetime(value) -> Optional[str]:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "ignore")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S").isoformat()
+    except ValueError:
+        return None
+
+
+def _apply_orientation(image: Image.Image, orientation: Optional[int]) -> Image.Image:
+    if orientation is None or orientation == 1:
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        log.debug("ignoring broken EXIF orientation", exc_info=True)
+        return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    Transparent areas are composited onto white (what a viewer shows), and
+    16/32-bit greyscale is scaled rather than clipped.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_depth_to_rgb(image)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    data = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
+        scaled = (data - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(data)
+    else:
+        peak = 65535.0 if data.max() > 255 else 255.0
+        scaled = data / peak * 255.0
+    grey = Image.fromarray(np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8), mode="L")
+    return grey.convert("RGB")

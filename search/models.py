@@ -1,0 +1,191 @@
+"""Loading encoders: open_clip names and pretrained tags, local checkpoint
+files, model config JSON files and Sightline's own checkpoints.
+
+Conventions follow open_clip: ``--model NAME --pretrained TAG_OR_FILE``.
+Weights for tags come from the Hugging Face cache (``HF_HOME`` /
+``HF_HUB_CACHE``; ``HF_HUB_OFFLINE=1`` is respected).  When weights cannot be
+had, :class:`ModelNotAvailableError` says which model, where the cache is and
+how to point at a local file instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from search.encoder import ClipEncoder, default_device
+from search.errors import ModelNotAvailableError
+from search.preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for: a model name (or config JSON) and weights."""
+
+    name: Optional[str]
+    pretrained: Optional[str]
+
+    @classmethod
+    def from_env(cls, name: Optional[str] = None, pretrained: Optional[str] = None) -> "ModelSpec":
+        """Explicit values win, then ``SIGHTLINE_MODEL``/``SIGHTLINE_PRETRAINED``, then defaults.
+
+        A Sightline checkpoint needs no model name, so none is defaulted when
+        the weights are such a file.
+        """
+        name = name or os.environ.get("SIGHTLINE_MODEL") or None
+        pretrained = pretrained or os.environ.get("SIGHTLINE_PRETRAINED") or None
+        if name is None and pretrained is None:
+            return cls(DEFAULT_MODEL, DEFAULT_PRETRAINED)
+        if name is None and not _is_file(pretrained):
+            name = DEFAULT_MODEL
+        return cls(name, pretrained)
+
+
+def hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - huggingface_hub ships with open_clip
+        return os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+
+
+def file_fingerprint(path: Path) -> str:
+    """A fast content fingerprint of a weights file: size + first and last MiB.
+
+    Enough to tell checkpoints apart (different weights differ everywhere)
+    without hashing hundreds of megabytes at every start.
+    """
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        if size > 2 << 20:
+            handle.seek(-(1 << 20), os.SEEK_END)
+            digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def load_encoder(spec: ModelSpec, device: Optional[str] = None) -> ClipEncoder:
+    """Build the encoder for ``spec``; raises :class:`ModelNotAvailableError`."""
+    device = default_device(device)
+    if spec.pretrained and _is_file(spec.pretrained):
+        from search import checkpoint
+
+        path = Path(spec.pretrained).expanduser().resolve()
+        if checkpoint.is_sightline_checkpoint(path):
+            return _from_sightline_checkpoint(path, device)
+    return _from_open_clip(spec, device)
+
+
+def _is_file(value: Optional[str]) -> bool:
+    return bool(value) and Path(value).expanduser().is_file()
+
+
+def _from_sightline_checkpoint(path: Path, device: str) -> ClipEncoder:
+    from search import checkpoint
+
+    try:
+        model, model_cfg, payload = checkpoint.load_checkpoint(path)
+    except Exception as exc:
+        raise ModelNotAvailableError(f"cannot load Sightline checkpoint {path}: {exc}") from None
+    tokenizer = _tokenizer_for_cfg(model_cfg)
+    preprocessor = Preprocessor.from_open_clip(payload["preprocess_cfg"], transform=None)
+    name = payload.get("model_name", "sightline")
+    model_id = f"sightline:{name}/{path.name}#{file_fingerprint(path)}"
+    return _probe_dim(ClipEncoder(model.to(device), tokenizer, preprocessor, model_id, 0, device, name, str(path)))
+
+
+def _tokenizer_for_cfg(model_cfg: dict):
+    import open_clip
+
+    text_cfg = model_cfg.get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name"):
+        return open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"],
+                                               context_length=text_cfg.get("context_length", 77))
+    return open_clip.tokenizer.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
+
+
+def resolve_model_name(name: str) -> str:
+    """Accept a model config JSON path: register it with open_clip, return its name."""
+    import open_clip
+
+    path = Path(name).expanduser()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ModelNotAvailableError(f"model config file {path} does not exist")
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(f"model config {path} is not valid JSON: {exc}") from None
+        open_clip.add_model_config(str(path))
+        return path.stem
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return name
+    if name.replace("/", "-") not in open_clip.list_models():
+        raise ModelNotAvailableError(
+            f"unknown model {name!r}. `python -c 'import open_clip; print(open_clip.list_models())'` "
+            f"lists the known names; a custom architecture can be given as a model config JSON file."
+        )
+    return name
+
+
+def _from_open_clip(spec: ModelSpec, device: str) -> ClipEncoder:
+    import open_clip
+
+    name = resolve_model_name(spec.name or DEFAULT_MODEL)
+    # Remember what the user gave (a config JSON as an absolute path) so the
+    # index can reload the same model in another process.
+    given_name = str(Path(spec.name).expanduser().resolve()) if name != spec.name and spec.name else name
+    pretrained = spec.pretrained
+    is_file = _is_file(pretrained)
+    if is_file:
+        pretrained = str(Path(pretrained).expanduser().resolve())
+    elif not pretrained and not name.startswith(("hf-hub:", "local-dir:")):
+        raise ModelNotAvailableError(
+            f"no weights given for model {name!r}: pass --pretrained TAG_OR_FILE (or set SIGHTLINE_PRETRAINED)."
+        )
+    try:
+        model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+    except Exception as exc:
+        raise _not_available(name, pretrained, is_file, exc) from None
+    tokenizer = open_clip.get_tokenizer(name)
+    preprocessor = Preprocessor.from_open_clip(dict(model.visual.preprocess_cfg), transform)
+    if is_file:
+        model_id = f"{name}/file:{Path(pretrained).name}#{file_fingerprint(Path(pretrained))}"
+    else:
+        model_id = f"{name}/{pretrained}" if pretrained else name
+    return _probe_dim(ClipEncoder(model, tokenizer, preprocessor, model_id, 0, device, given_name, pretrained or ""))
+
+
+def _not_available(name: str, pretrained: Optional[str], is_file: bool, exc: Exception) -> ModelNotAvailableError:
+    if is_file:
+        return ModelNotAvailableError(
+            f"cannot load weights for model {name!r} from {pretrained}: {exc}. The file must be an open_clip "
+            f"state_dict for this architecture (or a Sightline checkpoint)."
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    why = "HF_HUB_OFFLINE is set and they are not cached" if offline else \
+        "they are not in the cache and could not be downloaded"
+    return ModelNotAvailableError(
+        f"weights for model {name!r} (pretrained {pretrained!r}) are not available: {why}. "
+        f"Hugging Face cache: {hf_cache_dir()}. Either download them on a machine with network access "
+        f"into that cache, or point --pretrained (or SIGHTLINE_PRETRAINED) at a local checkpoint file, e.g. "
+        f"`sightline index PHOTOS --model {name} --pretrained /path/to/{name}.pt`."
+    )
+
+
+def _probe_dim(encoder: ClipEncoder) -> ClipEncoder:
+    """Read the embedding width off the model (projection heads may change it)."""
+    encoder.dim = int(encoder.encode_texts(["a photo"]).shape[1])
+    return encoder

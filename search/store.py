@@ -1,0 +1,451 @@
+"""The index on disk: SQLite metadata (via SQLAlchemy) plus FAISS vectors.
+
+One object owns the database.  SQLite is the source of truth: every vector is
+also stored there as float32, and the FAISS files are caches that are brought
+back in step by comparing id sets (ids are never reused), so a crash at any
+moment costs at most a catch-up, never data.  The store records which model
+made its vectors and refuses vectors from any other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from search import schema
+from search.errors import (
+    IndexLockedError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    NotFoundError,
+    StoreCorruptError,
+)
+from search.store_records import CaptionRow, FailureRecord, FileRecord, FileRow, FileState, path_key, path_str
+from search.vectors import VectorIndex, vector_to_blob, vectors_from_blobs
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "sightline.db"
+_VECTOR_FILES = {"files": "images.faiss", "captions": "captions.faiss"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str
+    dim: int
+    name: str
+    pretrained: str
+
+
+class Store:
+    """Open with :meth:`open`; close with :meth:`close` (or use as a context manager)."""
+
+    def __init__(self, root: Path, engine):
+        self.root = root
+        self._engine = engine
+        self._lock = threading.RLock()
+        self._vectors: dict[str, Optional[VectorIndex]] = {"files": None, "captions": None}
+        self._dirty: set[str] = set()
+        self._writer_lock_file = None
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, root: os.PathLike | str, create: bool = False) -> "Store":
+        root = Path(root).expanduser()
+        db_path = root / DB_NAME
+        if not db_path.exists():
+            if not create:
+                raise IndexNotFoundError(
+                    f"no Sightline index at {root}. Create one with `sightline index PHOTO_FOLDER "
+                    f"--index {root}`, or point --index / SIGHTLINE_INDEX at an existing one."
+                )
+            root.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(f"sqlite:///{db_path}")
+        event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(root, engine)
+        try:
+            with engine.begin() as conn:
+                version = schema.current_version(conn)
+                if version > schema.SCHEMA_VERSION:
+                    raise StoreCorruptError(
+                        f"{db_path} has schema version {version}, newer than this Sightline "
+                        f"understands ({schema.SCHEMA_VERSION}); upgrade Sightline."
+                    )
+                schema.migrate(conn)
+        except (DatabaseError, OperationalError) as exc:
+            engine.dispose()
+            raise StoreCorruptError(
+                f"the index database {db_path} is damaged or not a Sightline database ({exc.orig}). "
+                f"Move it away and re-index with `sightline index`."
+            ) from None
+        return store
+
+    def close(self) -> None:
+        self.release_writer_lock()
+        self._engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    # ------------------------------------------------------------------- meta
+    def get_meta(self, key: str) -> Optional[str]:
+        with self._engine.connect() as conn:
+            return conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
+
+    def _set_meta(self, conn, **values) -> None:
+        for key, value in values.items():
+            conn.execute(
+                text("INSERT OR REPLACE INTO meta(key, value) VALUES (:k, :v)"), {"k": key, "v": str(value)}
+            )
+
+    def model_info(self) -> Optional[ModelInfo]:
+        with self._engine.connect() as conn:
+            rows = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+        if "model_id" not in rows:
+            return None
+        return ModelInfo(rows["model_id"], int(rows["dim"]), rows.get("model_name", ""), rows.get("pretrained", ""))
+
+    def bind_model(self, info: ModelInfo) -> None:
+        """Record the model on first use; refuse a different one afterwards."""
+        current = self.model_info()
+        if current is None:
+            with self._engine.begin() as conn:
+                self._set_meta(conn, model_id=info.model_id, dim=info.dim, model_name=info.name,
+                               pretrained=info.pretrained)
+            return
+        if current.model_id != info.model_id or current.dim != info.dim:
+            raise ModelMismatchError(
+                f"the index at {self.root} holds vectors from model {current.model_id!r} "
+                f"({current.dim}-d); refusing to add vectors from {info.model_id!r}. Use the same "
+                f"--model/--pretrained, or re-index into a new folder with --index NEW_DIR "
+                f"(or delete {self.root} first)."
+            )
+
+    # ---------------------------------------------------------------- locking
+    def acquire_writer_lock(self) -> None:
+        """One writer at a time, across processes (an OS lock freed on exit or kill)."""
+        if self._writer_lock_file is not None:
+            return
+        handle = open(self.root / "write.lock", "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise IndexLockedError(
+                f"another process is writing to the index at {self.root} (an `sightline index` run?). "
+                f"Wait for it to finish, then try again."
+            ) from None
+        self._writer_lock_file = handle
+
+    def release_writer_lock(self) -> None:
+        if self._writer_lock_file is not None:
+            fcntl.flock(self._writer_lock_file.fileno(), fcntl.LOCK_UN)
+            self._writer_lock_file.close()
+            self._writer_lock_file = None
+
+    @contextmanager
+    def writer(self) -> Iterator["Store"]:
+        self.acquire_writer_lock()
+        try:
+            yield self
+        finally:
+            self.save()
+            self.release_writer_lock()
+
+    # ------------------------------------------------------------- file reads
+    def file_states(self, under: Optional[str] = None) -> dict[str, FileState]:
+        """path -> (id, size, mtime_ns, sha256) for every file (below ``under``)."""
+        t = schema.files
+        query = select(t.c.id, t.c.path, t.c.size, t.c.mtime_ns, t.c.sha256)
+        query = _under(query, t.c.path, under)
+        with self._engine.connect() as conn:
+            return {path_str(p): FileState(i, s, m, h) for i, p, s, m, h in conn.execute(query)}
+
+    def failure_states(self, under: Optional[str] = None) -> dict[str, tuple[int, int]]:
+        t = schema.failures
+        query = _under(select(t.c.path, t.c.size, t.c.mtime_ns), t.c.path, under)
+        with self._engine.connect() as conn:
+            return {path_str(p): (s, m) for p, s, m in conn.execute(query)}
+
+    def failures(self) -> list[FailureRecord]:
+        t = schema.failures
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t).order_by(t.c.path)).all()
+        return [FailureRecord(path_str(r.path), r.size, r.mtime_ns, r.reason) for r in rows]
+
+    def records_by_hash(self, hashes: Iterable[str]) -> dict[str, FileRecord]:
+        """One stored record (with its embedding) per known content hash."""
+        hashes = list(set(hashes))
+        found: dict[str, FileRecord] = {}
+        t = schema.files
+        with self._engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start:start + 500]
+                for row in conn.execute(select(t).where(t.c.sha256.in_(chunk))):
+                    found.setdefault(row.sha256, FileRecord.from_row(row, self.dim))
+        return found
+
+    def get_files(self, ids: Sequence[int]) -> dict[int, FileRow]:
+        t = schema.files
+        cols = [c for c in t.c if c.name != "embedding"]
+        out: dict[int, FileRow] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start:start + 500]]
+                for row in conn.execute(select(*cols).where(t.c.id.in_(chunk))):
+                    out[row.id] = FileRow.from_row(row)
+        return out
+
+    def get_file(self, file_id: int) -> FileRow:
+        row = self.get_files([file_id]).get(int(file_id))
+        if row is None:
+            raise NotFoundError(f"no image with id {file_id} in the index")
+        return row
+
+    def file_embedding(self, file_id: int) -> np.ndarray:
+        t = schema.files
+        with self._engine.connect() as conn:
+            blob = conn.execute(select(t.c.embedding).where(t.c.id == int(file_id))).scalar()
+        if blob is None:
+            raise NotFoundError(f"no image with id {file_id} in the index")
+        return vectors_from_blobs([blob], self.dim)[0]
+
+    # ------------------------------------------------------------ file writes
+    def add_files(self, records: Sequence[FileRecord], replace_ids: Sequence[int] = ()) -> list[int]:
+        """Insert files with their embeddings in one transaction; returns new ids.
+
+        ``replace_ids`` are removed in the same transaction (a changed file is
+        a delete plus an insert, so its id changes and stale ids never match).
+        """
+        t = schema.files
+        now = time.time()
+        with self._lock, self._engine.begin() as conn:
+            removed_captions = self._delete_files(conn, replace_ids)
+            ids = []
+            for rec in records:
+                result = conn.execute(insert(t).values(**rec.row_values(now)))
+                ids.append(int(result.inserted_primary_key[0]))
+            paths = [path_key(r.path) for r in records]
+            if paths:
+                conn.execute(delete(schema.failures).where(schema.failures.c.path.in_(paths)))
+        self._apply_vectors("files", remove=replace_ids, ids=ids,
+                            vectors=np.stack([r.embedding for r in records]) if records else None)
+        self._apply_vectors("captions", remove=removed_captions)
+        return ids
+
+    def touch_files(self, updates: Sequence[tuple[int, int, int]]) -> None:
+        """Record a new size/mtime for files whose content hash did not change."""
+        t = schema.files
+        with self._engine.begin() as conn:
+            for file_id, size, mtime_ns in updates:
+                conn.execute(update(t).where(t.c.id == file_id).values(size=size, mtime_ns=mtime_ns))
+
+    def remove_files(self, ids: Sequence[int]) -> None:
+        with self._lock, self._engine.begin() as conn:
+            removed_captions = self._delete_files(conn, ids)
+        self._apply_vectors("files", remove=ids)
+        self._apply_vectors("captions", remove=removed_captions)
+
+    def _delete_files(self, conn, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            return []
+        ids = [int(i) for i in ids]
+        c = schema.captions
+        caption_ids = [r[0] for r in conn.execute(select(c.c.id).where(c.c.file_id.in_(ids)))]
+        conn.execute(delete(c).where(c.c.file_id.in_(ids)))
+        conn.execute(delete(schema.files).where(schema.files.c.id.in_(ids)))
+        return caption_ids
+
+    def record_failures(self, items: Sequence[FailureRecord]) -> None:
+        now = time.time()
+        with self._engine.begin() as conn:
+            for item in items:
+                conn.execute(
+                    text("INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason, failed_at) "
+                         "VALUES (:p, :s, :m, :r, :t)"),
+                    {"p": path_key(item.path), "s": item.size, "m": item.mtime_ns, "r": item.reason, "t": now},
+                )
+
+    def forget_failures(self, paths: Iterable[str]) -> None:
+        keys = [path_key(p) for p in paths]
+        with self._engine.begin() as conn:
+            for start in range(0, len(keys), 500):
+                conn.execute(delete(schema.failures).where(schema.failures.c.path.in_(keys[start:start + 500])))
+
+    # --------------------------------------------------------------- captions
+    def add_captions(self, items: Sequence[tuple[Optional[int], str, Optional[str], np.ndarray]]) -> list[int]:
+        """Add (file_id or None, text, source, embedding) captions; returns their ids."""
+        ids = []
+        with self._lock, self._engine.begin() as conn:
+            for file_id, caption, source, vector in items:
+                result = conn.execute(insert(schema.captions).values(
+                    file_id=file_id, text=caption, source=source, embedding=vector_to_blob(vector)))
+                ids.append(int(result.inserted_primary_key[0]))
+        if items:
+            self._apply_vectors("captions", ids=ids, vectors=np.stack([i[3] for i in items]))
+        return ids
+
+    def get_captions(self, ids: Sequence[int]) -> dict[int, CaptionRow]:
+        c = schema.captions
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(c.c.id, c.c.file_id, c.c.text, c.c.source)
+                                .where(c.c.id.in_([int(i) for i in ids]))).all()
+        return {r.id: CaptionRow(r.id, r.file_id, r.text, r.source) for r in rows}
+
+    def captions_for_file(self, file_id: int) -> list[CaptionRow]:
+        c = schema.captions
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(c.c.id, c.c.file_id, c.c.text, c.c.source)
+                                .where(c.c.file_id == int(file_id)).order_by(c.c.id)).all()
+        return [CaptionRow(r.id, r.file_id, r.text, r.source) for r in rows]
+
+    # ---------------------------------------------------------------- vectors
+    @property
+    def dim(self) -> int:
+        info = self.model_info()
+        if info is None:
+            raise NotFoundError(f"the index at {self.root} holds no vectors yet")
+        return info.dim
+
+    def search(self, kind: str, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top-k (id, score) by inner product in ``kind`` ('files' or 'captions')."""
+        index = self.vectors(kind)
+        with self._lock:
+            scores, ids = index.search(query.reshape(1, -1), k)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def vectors(self, kind: str) -> VectorIndex:
+        with self._lock:
+            if self._vectors[kind] is None:
+                self._vectors[kind] = self._load_vectors(kind)
+            return self._vectors[kind]
+
+    def _load_vectors(self, kind: str) -> VectorIndex:
+        dim = self.dim
+        path = self.root / _VECTOR_FILES[kind]
+        index = None
+        if path.exists():
+            try:
+                index = VectorIndex.load(path, dim)
+            except Exception as exc:  # a damaged cache is rebuilt, never fatal
+                log.warning("vector file %s is damaged (%s); rebuilding it from the database", path, exc)
+                self._dirty.add(kind)
+        index = index or VectorIndex(dim)
+        if self._sync(kind, index):
+            self._dirty.add(kind)
+        return index
+
+    def _sync(self, kind: str, index: VectorIndex) -> bool:
+        """Bring ``index`` in step with the database by id; True if it changed."""
+        table = schema.files if kind == "files" else schema.captions
+        with self._engine.connect() as conn:
+            db_ids = np.fromiter((r[0] for r in conn.execute(select(table.c.id))), dtype=np.int64)
+        have = index.ids()
+        stale = np.setdiff1d(have, db_ids, assume_unique=True)
+        missing = np.setdiff1d(db_ids, have, assume_unique=True)
+        if stale.size:
+            index.remove(stale)
+        for start in range(0, missing.size, 20_000):
+            chunk = [int(i) for i in missing[start:start + 20_000]]
+            with self._engine.connect() as conn:
+                rows = conn.execute(select(table.c.id, table.c.embedding).where(table.c.id.in_(chunk))).all()
+            index.add(np.array([r[0] for r in rows], np.int64), vectors_from_blobs([r[1] for r in rows], index.dim))
+        if stale.size or missing.size:
+            log.info("%s vectors: caught up with the database (+%d, -%d)", kind, missing.size, stale.size)
+        return bool(stale.size or missing.size)
+
+    def _apply_vectors(self, kind: str, remove: Sequence[int] = (), ids=None, vectors=None) -> None:
+        with self._lock:
+            index = self._vectors[kind]
+            if index is None:
+                return  # not loaded yet: loading will catch up from the database
+            if len(remove):
+                index.remove(remove)
+            if ids:
+                index.add(np.asarray(ids, np.int64), vectors)
+            if len(remove) or ids:
+                self._dirty.add(kind)
+
+    def refresh(self) -> None:
+        """Pick up changes another process committed (readers such as the server)."""
+        with self._lock:
+            for kind, index in self._vectors.items():
+                if index is not None:
+                    self._sync(kind, index)
+
+    def save(self) -> None:
+        """Write changed FAISS caches to disk atomically."""
+        with self._lock:
+            for kind in list(self._dirty):
+                index = self._vectors[kind]
+                if index is not None:
+                    index.save(self.root / _VECTOR_FILES[kind])
+                self._dirty.discard(kind)
+
+    # ----------------------------------------------------------------- status
+    def counts(self) -> dict[str, int]:
+        with self._engine.connect() as conn:
+            return {
+                "images": conn.execute(select(func.count()).select_from(schema.files)).scalar_one(),
+                "captions": conn.execute(select(func.count()).select_from(schema.captions)).scalar_one(),
+                "failed": conn.execute(select(func.count()).select_from(schema.failures)).scalar_one(),
+            }
+
+    def start_run(self, root: str) -> int:
+        with self._engine.begin() as conn:
+            result = conn.execute(insert(schema.runs).values(root=path_key(root), started_at=time.time()))
+            return int(result.inserted_primary_key[0])
+
+    def finish_run(self, run_id: int, **counts: int) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(schema.runs).where(schema.runs.c.id == run_id)
+                         .values(finished_at=time.time(), **counts))
+
+    def last_run(self) -> Optional[dict]:
+        r = schema.runs
+        with self._engine.connect() as conn:
+            row = conn.execute(select(r).order_by(r.c.id.desc()).limit(1)).first()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["root"] = path_str(out["root"])
+        return out
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
+
+
+def _under(query, column, under: Optional[str]):
+    if under is None:
+        return query
+    # Byte-range prefix match that can use the unique index on path.
+    prefix = path_key(under).rstrip(b"/") + b"/"
+    return query.where(column >= prefix, column < prefix[:-1] + b"0")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers (the server) never block the writer; NORMAL is crash-safe in WAL mode.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
