@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny real open_clip model (random weights, loaded from a
+file through the public loading path), generated photos and fake encoders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY_CONFIG, FakeEncoder, make_tiny_checkpoint
+
+# Tests never reach a model hub; the first missing file must fail fast.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_args(tiny_checkpoint) -> list[str]:
+    """CLI arguments selecting the tiny model."""
+    return ["--model", str(TINY_CONFIG), "--pretrained", str(tiny_checkpoint)]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_checkpoint):
+    from search.models import ModelSpec, load_encoder
+
+    return load_encoder(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint)), device="cpu")
+
+
+@pytest.fixture
+def fake_encoder() -> FakeEncoder:
+    return FakeEncoder()
