@@ -1,0 +1,231 @@
+"""The indexing job: folder -> parallel decode -> batched embedding -> store.
+
+Incremental (unchanged path, size and mtime: skipped; known content: vector
+reused), resumable (every batch is committed in one transaction, so a kill at
+any moment loses at most the batch in flight), and it loses nothing: a file
+that cannot be read is recorded with its reason and the job goes on.
+Disappeared files are swept at the end (mark and sweep), except under folders
+that could not be read this time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from indexer.decode import Decoded, DecodeTask, DecoderConfig
+from indexer.scan import ScanProblem, ScannedFile, walk_images
+from indexer.workers import decode_all
+from search.encoder import ClipEncoder
+from search.imageio import max_pixels_from_env
+from search.store import ModelInfo, Store
+from search.store_records import FailureRecord, FileRecord, FileState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexReport:
+    root: str
+    indexed: int = 0  # embedded by the model
+    reused: int = 0  # moved/duplicated content: stored vector reused
+    touched: int = 0  # mtime changed, content did not
+    unchanged: int = 0
+    removed: int = 0
+    still_failing: int = 0  # failed before and unchanged since: not retried
+    failed: list[FailureRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "root": self.root, "indexed": self.indexed, "reused": self.reused, "touched": self.touched,
+            "unchanged": self.unchanged, "removed": self.removed, "still_failing": self.still_failing,
+            "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
+            "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+        }
+
+
+@dataclass
+class _Plan:
+    todo: list[DecodeTask]
+    replace: dict[str, FileState]  # path -> stored state of a changed file
+    gone: list[int]  # ids of files no longer present
+
+
+class IndexJob:
+    """Index one folder (or file) into ``store`` with ``encoder``."""
+
+    def __init__(self, store: Store, encoder: ClipEncoder, *, batch_size: int = 32,
+                 workers: Optional[int] = None, progress: bool = True, use_draft: bool = True,
+                 max_pixels: Optional[int] = None):
+        self.store = store
+        self.encoder = encoder
+        self.batch_size = max(1, batch_size)
+        self.workers = default_workers() if workers is None else workers
+        self.progress = progress
+        self.config = DecoderConfig(encoder.preprocessor, max_pixels or max_pixels_from_env(), use_draft)
+
+    def run(self, root: str) -> IndexReport:
+        root = os.path.abspath(root)
+        started = time.perf_counter()
+        report = IndexReport(root=root)
+        self.store.acquire_writer_lock()
+        try:
+            self.store.bind_model(ModelInfo(self.encoder.model_id, self.encoder.dim,
+                                            self.encoder.name, self.encoder.pretrained))
+            run_id = self.store.start_run(root)
+            plan = self._plan(root, report)
+            self._process(plan, report)
+            if plan.gone:
+                self.store.remove_files(plan.gone)
+                report.removed = len(plan.gone)
+            report.seconds = time.perf_counter() - started
+            self.store.finish_run(run_id, indexed=report.indexed, reused=report.reused,
+                                  skipped=report.unchanged, removed=report.removed, failed=len(report.failed))
+        finally:
+            self.store.save()
+            self.store.release_writer_lock()
+        return report
+
+    # ------------------------------------------------------------------ plan
+    def _plan(self, root: str, report: IndexReport) -> _Plan:
+        problems: list[ScanProblem] = []
+        scanned = list(walk_images(root, problems))
+        under = None if os.path.isfile(root) else root
+        known = self.store.file_states(under)
+        if under is None:
+            known = {p: s for p, s in known.items() if p == root}
+        failed_before = self.store.failure_states(under)
+        todo, replace = [], {}
+        for f in scanned:
+            state = known.get(f.path)
+            if state is not None and (state.size, state.mtime_ns) == (f.size, f.mtime_ns):
+                report.unchanged += 1
+            elif state is None and failed_before.get(f.path) == (f.size, f.mtime_ns):
+                report.still_failing += 1
+            else:
+                if state is not None:
+                    replace[f.path] = state
+                todo.append(DecodeTask(f.path, f.size, f.mtime_ns))
+        unreadable = [FailureRecord(p.path, 0, 0, p.reason) for p in problems]
+        report.failed.extend(unreadable)
+        self.store.record_failures(unreadable)
+        present = {f.path for f in scanned}
+        gone = [s.id for p, s in known.items() if p not in present and not _inside_any(p, problems)]
+        self._forget_vanished_failures(failed_before, present)
+        return _Plan(todo, replace, gone)
+
+    def _forget_vanished_failures(self, failed_before: dict, present: set) -> None:
+        vanished = [p for p in failed_before if p not in present]
+        if vanished:
+            self.store.forget_failures(vanished)
+
+    # --------------------------------------------------------------- process
+    def _process(self, plan: _Plan, report: IndexReport) -> None:
+        known_hashes = frozenset(s.sha256 for s in self.store.file_states().values())
+        batch = _Batch()
+        bar = _progress_bar(len(plan.todo), self.progress)
+        try:
+            window = max(2 * self.batch_size, 4 * self.workers)
+            for item in decode_all(plan.todo, self.config, known_hashes, self.workers, window):
+                self._accept(item, plan, batch, report)
+                if len(batch.to_embed) >= self.batch_size or len(batch.reuse) >= self.batch_size:
+                    self._flush(batch, report)
+                bar.update(1)
+            self._flush(batch, report)
+        finally:
+            bar.close()
+
+    def _accept(self, item: Decoded, plan: _Plan, batch: "_Batch", report: IndexReport) -> None:
+        task = item.task
+        if item.error is not None:
+            failure = FailureRecord(task.path, task.size, task.mtime_ns, item.error)
+            batch.failures.append(failure)
+            report.failed.append(failure)
+            return
+        previous = plan.replace.get(task.path)
+        if previous is not None and previous.sha256 == item.sha256:
+            batch.touched.append((previous.id, task.size, task.mtime_ns))
+            return
+        if item.known_content:
+            batch.reuse.append(item)
+        else:
+            batch.to_embed.append(item)
+        if previous is not None:
+            batch.replace_ids.append(previous.id)
+
+    def _flush(self, batch: "_Batch", report: IndexReport) -> None:
+        records = []
+        if batch.to_embed:
+            vectors = self.encoder.encode_preprocessed([d.pixels for d in batch.to_embed])
+            records += [_record(d, v) for d, v in zip(batch.to_embed, vectors)]
+            report.indexed += len(batch.to_embed)
+        if batch.reuse:
+            stored = self.store.records_by_hash(d.sha256 for d in batch.reuse)
+            for d in batch.reuse:
+                source = stored.get(d.sha256)
+                if source is None:  # removed since the run started: treat as new next run
+                    report.failed.append(FailureRecord(d.task.path, d.task.size, d.task.mtime_ns,
+                                                       "content vanished from the index mid-run; re-run"))
+                    continue
+                records.append(_reused(d, source))
+                report.reused += 1
+        if records or batch.replace_ids:
+            self.store.add_files(records, replace_ids=batch.replace_ids)
+        if batch.touched:
+            self.store.touch_files(batch.touched)
+            report.touched += len(batch.touched)
+        if batch.failures:
+            self.store.record_failures(batch.failures)
+        batch.clear()
+
+
+@dataclass
+class _Batch:
+    to_embed: list[Decoded] = field(default_factory=list)
+    reuse: list[Decoded] = field(default_factory=list)
+    replace_ids: list[int] = field(default_factory=list)
+    touched: list[tuple[int, int, int]] = field(default_factory=list)
+    failures: list[FailureRecord] = field(default_factory=list)
+
+    def clear(self) -> None:
+        for items in (self.to_embed, self.reuse, self.replace_ids, self.touched, self.failures):
+            items.clear()
+
+
+def _record(d: Decoded, vector) -> FileRecord:
+    t, info = d.task, d.info
+    return FileRecord(t.path, t.size, t.mtime_ns, d.sha256, info.width, info.height, info.taken_at,
+                      info.orientation, info.format, vector)
+
+
+def _reused(d: Decoded, source: FileRecord) -> FileRecord:
+    t = d.task
+    return FileRecord(t.path, t.size, t.mtime_ns, d.sha256, source.width, source.height, source.taken_at,
+                      source.orientation, source.format, source.embedding)
+
+
+def _inside_any(path: str, problems: Iterable[ScanProblem]) -> bool:
+    return any(path == p.path or path.startswith(p.path.rstrip("/") + "/") for p in problems)
+
+
+def default_workers() -> int:
+    env = os.environ.get("SIGHTLINE_WORKERS")
+    if env:
+        return int(env)
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, disable=not enabled or total == 0,
+                dynamic_ncols=True, smoothing=0.1)
