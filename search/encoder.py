@@ -61,6 +61,9 @@ class ClipEncoder:
         self.device = device
         self.name = name
         self.pretrained = pretrained
+        from search.text_fast import text_encoder_fn
+
+        self._encode_text = text_encoder_fn(self.model)
 
     @property
     def image_size(self) -> int:
@@ -92,7 +95,7 @@ class ClipEncoder:
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start:start + batch_size])).to(self.device)
             with torch.inference_mode():
-                features = self.model.encode_text(tokens)
+                features = self._encode_text(tokens)
             out.append(l2_normalize(features.float().cpu().numpy()))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 

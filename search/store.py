@@ -32,7 +32,7 @@ from search.errors import (
     StoreCorruptError,
 )
 from search.store_records import CaptionRow, FailureRecord, FileRecord, FileRow, FileState, path_key, path_str
-from search.vectors import VectorIndex, vector_to_blob, vectors_from_blobs
+from search.vectors import IndexPlan, VectorIndex, choose_factory, fits, vector_to_blob, vectors_from_blobs
 
 log = logging.getLogger(__name__)
 
@@ -341,17 +341,44 @@ class Store:
     def _load_vectors(self, kind: str) -> VectorIndex:
         dim = self.dim
         path = self.root / _VECTOR_FILES[kind]
-        index = None
+        plan = self.index_plan(kind)
         if path.exists():
             try:
-                index = VectorIndex.load(path, dim)
+                index = VectorIndex.load(path, dim, plan)
+                if self._sync(kind, index):
+                    self._dirty.add(kind)
+                return index
             except Exception as exc:  # a damaged cache is rebuilt, never fatal
                 log.warning("vector file %s is damaged (%s); rebuilding it from the database", path, exc)
-                self._dirty.add(kind)
-        index = index or VectorIndex(dim)
-        if self._sync(kind, index):
-            self._dirty.add(kind)
-        return index
+        self._dirty.add(kind)
+        return self._build_vectors(kind, plan)
+
+    def index_plan(self, kind: str, count: Optional[int] = None) -> IndexPlan:
+        """Which FAISS index suits this collection now (or the user's override)."""
+        if count is None:
+            table = schema.files if kind == "files" else schema.captions
+            with self._engine.connect() as conn:
+                count = conn.execute(select(func.count()).select_from(table)).scalar_one()
+        override = os.environ.get("SIGHTLINE_FAISS_INDEX") or self.get_meta("faiss_index")
+        return choose_factory(count, self.dim, override)
+
+    def set_index_override(self, factory: Optional[str]) -> None:
+        """Persist a FAISS index-factory string for this index ('' or None: automatic)."""
+        with self._engine.begin() as conn:
+            if factory:
+                self._set_meta(conn, faiss_index=factory)
+            else:
+                conn.execute(delete(schema.meta).where(schema.meta.c.key == "faiss_index"))
+        self._dirty.update(k for k in self._vectors)
+
+    def _build_vectors(self, kind: str, plan: IndexPlan) -> VectorIndex:
+        table = schema.files if kind == "files" else schema.captions
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(table.c.id, table.c.embedding).order_by(table.c.id)).all()
+        ids = np.array([r[0] for r in rows], np.int64)
+        vectors = vectors_from_blobs([r[1] for r in rows], self.dim)
+        log.info("building %s vectors (%d) as %s", kind, len(ids), plan.factory)
+        return VectorIndex.build(self.dim, plan, ids, vectors)
 
     def _sync(self, kind: str, index: VectorIndex) -> bool:
         """Bring ``index`` in step with the database by id; True if it changed."""
@@ -376,7 +403,10 @@ class Store:
         with self._lock:
             index = self._vectors[kind]
             if index is None:
-                return  # not loaded yet: loading will catch up from the database
+                # Not loaded: loading catches up from the database; save() does that.
+                if len(remove) or ids:
+                    self._dirty.add(kind)
+                return
             if len(remove):
                 index.remove(remove)
             if ids:
@@ -395,8 +425,11 @@ class Store:
         """Write changed FAISS caches to disk atomically."""
         with self._lock:
             for kind in list(self._dirty):
-                index = self._vectors[kind]
-                if index is not None:
+                if self.model_info() is not None:
+                    index = self.vectors(kind)
+                    plan = self.index_plan(kind)
+                    if index.needs_rebuild or not fits(index, plan):
+                        index = self._vectors[kind] = self._build_vectors(kind, plan)
                     index.save(self.root / _VECTOR_FILES[kind])
                 self._dirty.discard(kind)
 
