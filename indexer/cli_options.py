@@ -77,6 +77,7 @@ def configure_logging(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     if verbose == 0:
-        # open_clip logs routine loading steps on the root logger; keep them out of the way.
-        handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.ERROR)
+        # open_clip and huggingface_hub narrate loading (and failed downloads)
+        # themselves; our own error message says what matters, once.
+        handler.addFilter(lambda record: record.name != "root" and not record.name.startswith("huggingface_hub"))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -131,6 +131,7 @@ class IndexJob:
     # --------------------------------------------------------------- process
     def _process(self, plan: _Plan, report: IndexReport) -> None:
         known_hashes = frozenset(s.sha256 for s in self.store.file_states().values())
+        self._embedded_this_run: set[str] = set()
         batch = _Batch()
         bar = _progress_bar(len(plan.todo), self.progress)
         try:
@@ -155,10 +156,11 @@ class IndexJob:
         if previous is not None and previous.sha256 == item.sha256:
             batch.touched.append((previous.id, task.size, task.mtime_ns))
             return
-        if item.known_content:
-            batch.reuse.append(item)
+        if item.known_content or item.sha256 in self._embedded_this_run:
+            batch.reuse.append(item)  # same content as a stored or just-embedded file
         else:
             batch.to_embed.append(item)
+            self._embedded_this_run.add(item.sha256)
         if previous is not None:
             batch.replace_ids.append(previous.id)
 
@@ -169,9 +171,10 @@ class IndexJob:
             records += [_record(d, v) for d, v in zip(batch.to_embed, vectors)]
             report.indexed += len(batch.to_embed)
         if batch.reuse:
-            stored = self.store.records_by_hash(d.sha256 for d in batch.reuse)
+            fresh = {r.sha256: r for r in records}
+            stored = self.store.records_by_hash(d.sha256 for d in batch.reuse if d.sha256 not in fresh)
             for d in batch.reuse:
-                source = stored.get(d.sha256)
+                source = fresh.get(d.sha256) or stored.get(d.sha256)
                 if source is None:  # removed since the run started: treat as new next run
                     report.failed.append(FailureRecord(d.task.path, d.task.size, d.task.mtime_ns,
                                                        "content vanished from the index mid-run; re-run"))
