@@ -69,15 +69,16 @@ def _spec_for(index_dir: Path, model_name: Optional[str], pretrained: Optional[s
 def index(path, index_dir, model_name, pretrained, device, batch_size, workers, no_draft, quiet, as_json):
     """Index the images under PATH (incremental: only new or changed files are embedded)."""
     from indexer.pipeline import IndexJob
-    from search.models import load_encoder
+    from search.models import load_encoder, model_id_for
     from search.store import Store
 
     index_dir = resolve_index(index_dir)
     spec = _spec_for(index_dir, model_name, pretrained)
-    encoder = load_encoder(spec, device)
     with Store.open(index_dir, create=True) as store:
-        job = IndexJob(store, encoder, batch_size=batch_size, workers=workers,
-                       progress=not quiet and not as_json, use_draft=not no_draft)
+        # The model loads only if something needs embedding.
+        job = IndexJob(store, lambda: load_encoder(spec, device), model_id=model_id_for(spec),
+                       batch_size=batch_size, workers=workers, progress=not quiet and not as_json,
+                       use_draft=not no_draft)
         report = job.run(str(path))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))

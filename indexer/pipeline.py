@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from indexer.decode import Decoded, DecodeTask, DecoderConfig
 from indexer.scan import ScanProblem, ScannedFile, walk_images
@@ -61,17 +61,36 @@ class _Plan:
 
 
 class IndexJob:
-    """Index one folder (or file) into ``store`` with ``encoder``."""
+    """Index one folder (or file) into ``store`` with ``encoder``.
 
-    def __init__(self, store: Store, encoder: ClipEncoder, *, batch_size: int = 32,
-                 workers: Optional[int] = None, progress: bool = True, use_draft: bool = True,
-                 max_pixels: Optional[int] = None):
+    ``encoder`` may be a zero-argument factory: it is then called only if
+    something needs embedding, so a rescan of an unchanged folder never loads
+    torch or the model.  ``model_id`` (see ``search.models.model_id_for``)
+    lets a model mismatch fail before anything is loaded.
+    """
+
+    def __init__(self, store: Store, encoder: "ClipEncoder | Callable[[], ClipEncoder]", *,
+                 model_id: Optional[str] = None, batch_size: int = 32, workers: Optional[int] = None,
+                 progress: bool = True, use_draft: bool = True, max_pixels: Optional[int] = None):
         self.store = store
-        self.encoder = encoder
+        self._encoder = encoder if hasattr(encoder, "encode_preprocessed") else None
+        self._factory = None if self._encoder is not None else encoder
+        self.model_id = model_id or (self._encoder.model_id if self._encoder else None)
         self.batch_size = max(1, batch_size)
         self.workers = default_workers() if workers is None else workers
         self.progress = progress
-        self.config = DecoderConfig(encoder.preprocessor, max_pixels or max_pixels_from_env(), use_draft)
+        self.use_draft = use_draft
+        self.max_pixels = max_pixels or max_pixels_from_env()
+
+    @property
+    def encoder(self) -> ClipEncoder:
+        if self._encoder is None:
+            self._encoder = self._factory()
+        return self._encoder
+
+    def _bind_model(self) -> None:
+        enc = self.encoder
+        self.store.bind_model(ModelInfo(enc.model_id, enc.dim, enc.name, enc.pretrained))
 
     def run(self, root: str) -> IndexReport:
         root = os.path.abspath(root)
@@ -79,11 +98,14 @@ class IndexJob:
         report = IndexReport(root=root)
         self.store.acquire_writer_lock()
         try:
-            self.store.bind_model(ModelInfo(self.encoder.model_id, self.encoder.dim,
-                                            self.encoder.name, self.encoder.pretrained))
+            current = self.store.model_info()
+            if current is not None and self.model_id is not None and current.model_id != self.model_id:
+                self.store.bind_model(ModelInfo(self.model_id, current.dim, "", ""))  # raises the mismatch
             run_id = self.store.start_run(root)
             plan = self._plan(root, report)
-            self._process(plan, report)
+            if plan.todo:
+                self._bind_model()
+                self._process(plan, report)
             if plan.gone:
                 self.store.remove_files(plan.gone)
                 report.removed = len(plan.gone)
@@ -136,7 +158,8 @@ class IndexJob:
         bar = _progress_bar(len(plan.todo), self.progress)
         try:
             window = max(2 * self.batch_size, 4 * self.workers)
-            for item in decode_all(plan.todo, self.config, known_hashes, self.workers, window):
+            config = DecoderConfig(self.encoder.preprocessor, self.max_pixels, self.use_draft)
+            for item in decode_all(plan.todo, config, known_hashes, self.workers, window):
                 self._accept(item, plan, batch, report)
                 if len(batch.to_embed) >= self.batch_size or len(batch.reuse) >= self.batch_size:
                     self._flush(batch, report)

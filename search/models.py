@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -76,6 +77,30 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_id_for(spec: ModelSpec) -> str:
+    """The id an encoder for ``spec`` will have, computed without loading it.
+
+    Lets a rescan with nothing to embed skip loading torch and the model, and
+    a model mismatch fail before any loading.  Weight files are identified by
+    name and content fingerprint, so two different files never share an id.
+    """
+    pretrained = spec.pretrained or ""
+    if pretrained and _is_file(pretrained):
+        path = Path(pretrained).expanduser().resolve()
+        from search import checkpoint
+
+        if checkpoint.is_sightline_checkpoint(path):
+            return f"sightline:{path.name}#{file_fingerprint(path)}"
+        return f"{_model_name(spec.name or DEFAULT_MODEL)}/file:{path.name}#{file_fingerprint(path)}"
+    name = _model_name(spec.name or DEFAULT_MODEL)
+    return f"{name}/{pretrained}" if pretrained else name
+
+
+def _model_name(name: str) -> str:
+    # A config JSON registers under its file stem (open_clip's convention).
+    return Path(name).stem if name.endswith(".json") else name
+
+
 def load_encoder(spec: ModelSpec, device: Optional[str] = None) -> ClipEncoder:
     """Build the encoder for ``spec``; raises :class:`ModelNotAvailableError`."""
     device = default_device(device)
@@ -102,7 +127,7 @@ def _from_sightline_checkpoint(path: Path, device: str) -> ClipEncoder:
     tokenizer = _tokenizer_for_cfg(model_cfg)
     preprocessor = Preprocessor.from_open_clip(payload["preprocess_cfg"], transform=None)
     name = payload.get("model_name", "sightline")
-    model_id = f"sightline:{name}/{path.name}#{file_fingerprint(path)}"
+    model_id = model_id_for(ModelSpec(None, str(path)))
     return _probe_dim(ClipEncoder(model.to(device), tokenizer, preprocessor, model_id, 0, device, name, str(path)))
 
 
@@ -156,16 +181,50 @@ def _from_open_clip(spec: ModelSpec, device: str) -> ClipEncoder:
             f"no weights given for model {name!r}: pass --pretrained TAG_OR_FILE (or set SIGHTLINE_PRETRAINED)."
         )
     try:
-        model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        with _offline_unless_hub_reachable(needed=not is_file and bool(pretrained)):
+            model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
     except Exception as exc:
         raise _not_available(name, pretrained, is_file, exc) from None
     tokenizer = open_clip.get_tokenizer(name)
     preprocessor = Preprocessor.from_open_clip(dict(model.visual.preprocess_cfg), transform)
-    if is_file:
-        model_id = f"{name}/file:{Path(pretrained).name}#{file_fingerprint(Path(pretrained))}"
-    else:
-        model_id = f"{name}/{pretrained}" if pretrained else name
+    model_id = model_id_for(ModelSpec(spec.name or DEFAULT_MODEL, pretrained))
     return _probe_dim(ClipEncoder(model, tokenizer, preprocessor, model_id, 0, device, given_name, pretrained or ""))
+
+
+@contextmanager
+def _offline_unless_hub_reachable(needed: bool):
+    """Use only the cache when the hub cannot be reached at all.
+
+    Without this, huggingface_hub retries every candidate file for most of a
+    minute before failing; a 2 s connection probe lets a cached model load
+    at once and a missing one fail at once with our message.
+    """
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    if not needed or constants.HF_HUB_OFFLINE or _hub_reachable(constants.ENDPOINT):
+        yield
+        return
+    log.info("cannot reach %s; using only the Hugging Face cache", constants.ENDPOINT)
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
+
+
+def _hub_reachable(endpoint: str, timeout: float = 2.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _not_available(name: str, pretrained: Optional[str], is_file: bool, exc: Exception) -> ModelNotAvailableError:
@@ -176,7 +235,7 @@ def _not_available(name: str, pretrained: Optional[str], is_file: bool, exc: Exc
         )
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     why = "HF_HUB_OFFLINE is set and they are not cached" if offline else \
-        "they are not in the cache and could not be downloaded"
+        "they are not in the cache and could not be downloaded (no connection to the Hugging Face hub?)"
     return ModelNotAvailableError(
         f"weights for model {name!r} (pretrained {pretrained!r}) are not available: {why}. "
         f"Hugging Face cache: {hf_cache_dir()}. Either download them on a machine with network access "

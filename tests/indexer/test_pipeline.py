@@ -164,3 +164,41 @@ def test_index_a_single_file(tmp_path, index_dir, tiny_encoder):
     assert report.indexed == 1
     report = run_job(index_dir, tiny_encoder, tmp_path / "photos")
     assert (report.indexed, report.unchanged) == (2, 1)
+
+
+def test_unchanged_rescan_never_loads_the_model(tmp_path, index_dir, tiny_encoder):
+    write_photos(tmp_path / "photos", 5)
+    run_job(index_dir, tiny_encoder, tmp_path / "photos")
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return tiny_encoder
+
+    with Store.open(index_dir) as store:
+        report = IndexJob(store, factory, model_id=tiny_encoder.model_id, progress=False, workers=0).run(
+            str(tmp_path / "photos"))
+    assert report.unchanged == 5 and calls == []
+    write_photos(tmp_path / "photos", 1, start=50)
+    with Store.open(index_dir) as store:
+        report = IndexJob(store, factory, model_id=tiny_encoder.model_id, progress=False, workers=0).run(
+            str(tmp_path / "photos"))
+    assert report.indexed == 1 and calls == [1]
+
+
+def test_model_mismatch_fails_before_loading(tmp_path, index_dir, tiny_encoder):
+    from search.errors import ModelMismatchError
+
+    write_photos(tmp_path / "photos", 2)
+    run_job(index_dir, tiny_encoder, tmp_path / "photos")
+    with Store.open(index_dir) as store, pytest.raises(ModelMismatchError):
+        IndexJob(store, lambda: pytest.fail("must not load"), model_id="other/model", progress=False).run(
+            str(tmp_path / "photos"))
+
+
+def test_model_id_is_known_without_loading(tiny_encoder, tiny_checkpoint):
+    from search.models import ModelSpec, model_id_for
+    from tests.helpers import TINY_CONFIG
+
+    assert model_id_for(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint))) == tiny_encoder.model_id
+    assert model_id_for(ModelSpec("ViT-B-32", "laion2b_s34b_b79k")) == "ViT-B-32/laion2b_s34b_b79k"
