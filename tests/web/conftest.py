@@ -1,0 +1,63 @@
+"""Fixtures for the server tests: a real index built by `sightline index` with
+the tiny open_clip model (plus captions), and app/clients over it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from search.engine import SearchEngine
+from search.store import ModelInfo, Store
+from tests.helpers import FakeEncoder, write_photos
+from tests.web.support import CAPTIONS, PHOTOS, add_special_photos, fake_record, make_settings, serve
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    write_photos(folder, PHOTOS - 3, size=(160, 120))
+    add_special_photos(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory, photo_dir, tiny_model_args, tiny_encoder) -> Path:
+    """An index made by the real `sightline index` command, plus stored captions."""
+    from indexer.cli import main
+
+    index_dir = tmp_path_factory.mktemp("index")
+    result = CliRunner().invoke(main, ["index", str(photo_dir), "--index", str(index_dir), "--workers", "0",
+                                       "--quiet", *tiny_model_args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with Store.open(index_dir) as store:
+        first = sorted(store.file_states().values())[0].id
+        vectors = tiny_encoder.encode_texts(CAPTIONS)
+        store.add_captions([(first if i == 0 else None, text, "test", vec)
+                            for i, (text, vec) in enumerate(zip(CAPTIONS, vectors))])
+        store.save()
+    return index_dir
+
+
+@pytest.fixture(scope="session")
+def client(built_index, tiny_encoder, tmp_path_factory):
+    """The app over the real index; the encoder is the session's tiny model
+    (the same weights the index was built with, loaded once)."""
+    tmp = tmp_path_factory.mktemp("server")
+    factory = lambda: SearchEngine(Store.open(built_index), tiny_encoder)  # noqa: E731
+    with serve(make_settings(built_index, tmp, engine_factory=factory)) as c:
+        yield c
+
+
+@pytest.fixture
+def fake_index(tmp_path) -> tuple[Path, list[Path]]:
+    """A small index without captions, from the fake encoder, whose files tests may change."""
+    photos = write_photos(tmp_path / "photos", 6)
+    index_dir = tmp_path / "index"
+    encoder = FakeEncoder()
+    with Store.open(index_dir, create=True) as store:
+        store.bind_model(ModelInfo(encoder.model_id, encoder.dim, encoder.name, encoder.pretrained))
+        store.add_files([fake_record(p, encoder) for p in photos])
+        store.save()
+    return index_dir, photos

@@ -1,0 +1,65 @@
+"""Helpers for the server tests: settings, an app client, small fake indexes."""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from pathlib import Path
+
+from PIL import Image
+
+from search.engine import SearchEngine
+from search.store import Store
+from search.store_records import FileRecord
+from tests.helpers import FakeEncoder, photo
+
+PHOTOS = 36  # more than one UI page (30), so paging is exercised
+CAPTIONS = ["a red square on grey", "a blue sky over the sea", "a green field", "a black cat",
+            "a yellow taxi", "an orange at noon"]
+LOCAL = "http://127.0.0.1"
+
+
+def add_special_photos(folder: Path) -> dict[str, Path]:
+    """An EXIF-rotated JPEG (stored landscape, shown portrait), a PNG and a non-ASCII name."""
+    rotated = folder / "rotated.jpg"
+    exif = Image.Exif()
+    exif[274] = 6  # rotate 90° clockwise for display
+    photo(900, size=(160, 80)).save(rotated, exif=exif)
+    png = folder / "graphic.png"
+    photo(901, size=(90, 90)).save(png)
+    unicode_name = folder / "café ☕.jpg"
+    photo(902, size=(120, 90)).save(unicode_name)
+    return {"rotated": rotated, "png": png, "unicode": unicode_name}
+
+
+def make_settings(index_dir: Path, tmp: Path, **overrides):
+    from web.settings import Settings
+
+    values = dict(index_dir=index_dir, thumbnail_dir=tmp / "thumbs", refresh_seconds=0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def serve(settings, base_url: str = LOCAL, **client_args):
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    with TestClient(create_app(settings), base_url=base_url, **client_args) as client:
+        yield client
+
+
+def fake_record(path: Path, encoder) -> FileRecord:
+    st = path.stat()
+    with Image.open(path) as image:
+        image.load()
+        vector = encoder.encode_images([image])[0]
+        size = image.size
+    return FileRecord(str(path), st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest(),
+                      size[0], size[1], None, None, "JPEG", vector)
+
+
+def fake_factory(index_dir: Path, encoder=None):
+    encoder = encoder or FakeEncoder()
+    return lambda: SearchEngine(Store.open(index_dir), encoder)

@@ -1,0 +1,5 @@
+"""Sightline's query server and browser UI.
+
+``web.app.create_app(settings)`` builds the FastAPI application; nothing is
+loaded at import time.  This package builds on ``search`` only.
+"""
