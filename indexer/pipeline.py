@@ -142,11 +142,13 @@ class IndexJob:
         self.store.record_failures(unreadable)
         present = {f.path for f in scanned}
         gone = [s.id for p, s in known.items() if p not in present and not _inside_any(p, problems)]
-        self._forget_vanished_failures(failed_before, present)
+        self._forget_vanished_failures(failed_before, present, problems)
         return _Plan(todo, replace, gone)
 
-    def _forget_vanished_failures(self, failed_before: dict, present: set) -> None:
-        vanished = [p for p in failed_before if p not in present]
+    def _forget_vanished_failures(self, failed_before: dict, present: set, problems: list[ScanProblem]) -> None:
+        # A path that could not be read this time (or lies under such a folder) has not
+        # vanished: forgetting it would make its failure flicker in and out of `status`.
+        vanished = [p for p in failed_before if p not in present and not _inside_any(p, problems)]
         if vanished:
             self.store.forget_failures(vanished)
 
