@@ -52,7 +52,11 @@ class ClipEncoder:
         device: str = "cpu",
         name: str = "",
         pretrained: str = "",
+        precision: str = "fp32",
     ):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+        self.precision = precision
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.preprocessor = preprocessor
@@ -83,7 +87,7 @@ class ClipEncoder:
         import torch
 
         pixels = self.preprocessor.to_batch(arrays).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             features = self.model.encode_image(pixels)
         return l2_normalize(features.float().cpu().numpy())
 
@@ -94,10 +98,20 @@ class ClipEncoder:
         out = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start:start + batch_size])).to(self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 features = self._encode_text(tokens)
             out.append(l2_normalize(features.float().cpu().numpy()))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def _autocast(self):
+        """bf16 autocast when asked for (opt-in: see benchmarks/precision.py)."""
+        import contextlib
+
+        import torch
+
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def __repr__(self) -> str:
         return f"ClipEncoder({self.model_id!r}, dim={self.dim}, device={self.device!r})"

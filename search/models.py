@@ -101,16 +101,23 @@ def _model_name(name: str) -> str:
     return Path(name).stem if name.endswith(".json") else name
 
 
-def load_encoder(spec: ModelSpec, device: Optional[str] = None) -> ClipEncoder:
-    """Build the encoder for ``spec``; raises :class:`ModelNotAvailableError`."""
+def load_encoder(spec: ModelSpec, device: Optional[str] = None, precision: Optional[str] = None) -> ClipEncoder:
+    """Build the encoder for ``spec``; raises :class:`ModelNotAvailableError`.
+
+    ``precision``: 'fp32' (default) or 'bf16' autocast (``SIGHTLINE_PRECISION``).
+    """
     device = default_device(device)
+    precision = precision or os.environ.get("SIGHTLINE_PRECISION") or "fp32"
+    encoder = None
     if spec.pretrained and _is_file(spec.pretrained):
         from search import checkpoint
 
         path = Path(spec.pretrained).expanduser().resolve()
         if checkpoint.is_sightline_checkpoint(path):
-            return _from_sightline_checkpoint(path, device)
-    return _from_open_clip(spec, device)
+            encoder = _from_sightline_checkpoint(path, device)
+    encoder = encoder or _from_open_clip(spec, device)
+    encoder.precision = precision if precision in ("fp32", "bf16") else "fp32"
+    return encoder
 
 
 def _is_file(value: Optional[str]) -> bool:
