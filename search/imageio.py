@@ -79,14 +79,17 @@ def decode_image(
 
     ``draft_size``: when set and the image is a JPEG whose short side is at
     least twice that, decode at a reduced DCT scale that keeps both sides at
-    or above ``draft_size``.  Raises :class:`ImageDecodeError` (or
+    or above ``draft_size``; other formats are box-reduced after decoding
+    (:func:`shrink`) to the same bound.  Raises :class:`ImageDecodeError` (or
     :class:`ImageTooLargeError`) with a readable reason.
     """
     ensure_plugins()
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # The bomb warning (we check the size ourselves below) and warnings
+            # about broken metadata Pillow skips: noise for a photo library.
+            warnings.simplefilter("ignore")
             image = Image.open(stream)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image too large (decompression bomb guard): {exc}") from None
@@ -122,6 +125,8 @@ def decode_image(
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     try:
+        if draft_size:
+            image = shrink(image, draft_size)
         image = _apply_orientation(image, orientation)
         image = to_rgb(image)
     except (OSError, ValueError) as exc:
@@ -130,7 +135,14 @@ def decode_image(
 
 
 def _read_exif(image: Image.Image) -> tuple[Optional[int], Optional[str]]:
-    # EXIF is untrusted: any failure means "no EXIF", never a failed image.
+    # EXIF is untrusted: any failure means "no EXIF", never a failed image.  Pillow
+    # warns about every broken tag; in a photo library that is noise, not news.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_exif_quietly(image)
+
+
+def _read_exif_quietly(image: Image.Image) -> tuple[Optional[int], Optional[str]]:
     try:
         exif = image.getexif()
     except Exception:
@@ -165,7 +177,9 @@ def _apply_orientation(image: Image.Image, orientation: Optional[int]) -> Image.
     if orientation is None or orientation == 1:
         return image
     try:
-        return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ImageOps.exif_transpose(image)
     except Exception:
         log.debug("ignoring broken EXIF orientation", exc_info=True)
         return image
@@ -194,12 +208,52 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    data = np.asarray(image).astype(np.float64)
-    if image.mode == "F":
-        lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
-        scaled = (data - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(data)
-    else:
-        peak = 65535.0 if data.max() > 255 else 255.0
-        scaled = data / peak * 255.0
-    grey = Image.fromarray(np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8), mode="L")
+    # float32 and in place: a float64 pipeline needed ~30 bytes per pixel, i.e.
+    # gigabytes for a few-hundred-kilobyte 16-bit PNG of 100+ megapixels.
+    data = np.asarray(image, dtype=np.float32)
+    if not data.flags.writeable:
+        data = data.copy()
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-NaN float images
+        if image.mode == "F":
+            lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
+            if not np.isfinite(lo) or not np.isfinite(hi):
+                finite = data[np.isfinite(data)]
+                lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+            if hi > lo:
+                data -= lo
+                data *= 255.0 / (hi - lo)
+            else:
+                data.fill(0)
+        else:
+            data *= 255.0 / (65535.0 if data.max() > 255 else 255.0)
+        np.nan_to_num(data, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        np.clip(data, 0, 255, out=data)
+    grey = Image.fromarray(data.astype(np.uint8), mode="L")
     return grey.convert("RGB")
+
+
+def shrink(image: Image.Image, min_side: int) -> Image.Image:
+    """Box-reduce a decoded image by an integer factor, short side kept >= ``min_side``.
+
+    What JPEG draft decoding does for JPEGs, for every other format: the later
+    mode conversion and resize then touch a fraction of the pixels, so a huge
+    PNG costs its decoded size once rather than several full-size copies.
+    Palette images are subsampled (indices cannot be averaged).
+    """
+    width, height = image.size
+    factor = min(width, height) // max(1, min_side)
+    if factor < 2:
+        return image
+    small = (-(-width // factor), -(-height // factor))
+    try:
+        if image.mode in ("P", "PA"):
+            return image.resize(small, Image.Resampling.NEAREST)
+        if image.mode == "1":
+            image = image.convert("L")
+        elif image.mode.startswith("I;16"):
+            image = image.convert("I")
+        return image.reduce(factor)
+    except (ValueError, OSError):  # a mode reduce() does not know: keep full size
+        log.debug("cannot reduce a %s image; converting at full size", image.mode)
+        return image

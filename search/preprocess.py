@@ -68,10 +68,12 @@ class Preprocessor:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         if self.fallback is not None:
-            return np.asarray(self.fallback(image), dtype=np.float32)
+            return np.asarray(self.fallback(_limit_aspect(image)), dtype=np.float32)
         if image.mode != "RGB":
             image = image.convert("RGB")
         resample = _INTERPOLATIONS[self.interpolation]
+        if self.resize_mode != "squash":
+            image = _limit_aspect(image)
         if self.resize_mode == "squash":
             out = image.resize((self.size, self.size), resample)
         else:
@@ -96,6 +98,26 @@ def _three(values) -> tuple:
     if isinstance(values, (int, float)):
         return (values,) * 3
     return tuple(values)
+
+
+#: Resizing the short side to the model's input scales the long side by the
+#: same factor, so a 1x65000 sliver would become 224x14,560,000 pixels
+#: (gigabytes) before the centre crop.  Beyond this aspect ratio the centre is
+#: cut out first; photos (even panoramas) are far below it and stay bit-exact.
+MAX_ASPECT = 32
+
+
+def _limit_aspect(image: Image.Image, ratio: int = MAX_ASPECT) -> Image.Image:
+    w, h = image.size
+    short = max(1, min(w, h))
+    keep = short * ratio
+    if max(w, h) <= keep:
+        return image
+    if w > h:
+        left = (w - keep) // 2
+        return image.crop((left, 0, left + keep, h))
+    top = (h - keep) // 2
+    return image.crop((0, top, w, top + keep))
 
 
 def _resize_shortest(image: Image.Image, size: int, resample) -> Image.Image:
