@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from typing import Optional
 
@@ -37,6 +38,9 @@ class Decoded:
     info: Optional[ImageInfo] = None
     error: Optional[str] = None
     known_content: bool = False  # hash already in the index: reuse its vector
+    # The error may go away without the file changing (permissions fixed by
+    # chmod, which leaves mtime alone; an I/O error): retry on every run.
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,23 @@ class DecoderConfig:
 
 
 def read_bytes(path: str, limit: int = MAX_FILE_BYTES) -> bytes:
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
+    """The file's content, refusing anything but a regular file of at most ``limit`` bytes.
+
+    The scan only lists regular files, but a path can be swapped for a FIFO
+    (an open that blocks forever) or a device (a read that never ends) before
+    we get to it: open without blocking and check what was opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageDecodeError("not a regular file (a pipe, device or socket)")
+        too_big = ImageDecodeError(f"file is larger than {limit // (1024 * 1024)} MiB")
+        if st.st_size > limit:
+            raise too_big  # refused before reading a byte
+        data = handle.read(limit + 1)  # bounded even if the file grows meanwhile
     if len(data) > limit:
-        raise ImageDecodeError(f"file is larger than {limit // (1024 * 1024)} MiB")
+        raise too_big
     return data
 
 
@@ -59,13 +76,13 @@ def decode_one(task: DecodeTask, config: DecoderConfig, known_hashes: frozenset 
     try:
         data = read_bytes(task.path)
     except FileNotFoundError:
-        result.error = "file disappeared while indexing"
+        result.error, result.transient = "file disappeared while indexing", True
         return result
     except ImageDecodeError as exc:
         result.error = str(exc)
         return result
     except OSError as exc:
-        result.error = f"cannot read file: {exc.strerror or exc}"
+        result.error, result.transient = f"cannot read file: {exc.strerror or exc}", True
         return result
     if not data:
         result.error = "empty file (0 bytes)"

@@ -173,9 +173,13 @@ class IndexJob:
     def _accept(self, item: Decoded, plan: _Plan, batch: "_Batch", report: IndexReport) -> None:
         task = item.task
         if item.error is not None:
-            failure = FailureRecord(task.path, task.size, task.mtime_ns, item.error)
+            # A transient error (unreadable now) is recorded with a stamp no file has, so it
+            # never looks unchanged: fixing permissions changes no mtime.
+            failure = FailureRecord(task.path, task.size, -1 if item.transient else task.mtime_ns, item.error)
             batch.failures.append(failure)
             report.failed.append(failure)
+            if task.path in plan.replace:  # was indexed, changed, now broken: its old vector is stale
+                batch.replace_ids.append(plan.replace[task.path].id)
             return
         previous = plan.replace.get(task.path)
         if previous is not None and previous.sha256 == item.sha256:

@@ -3,7 +3,9 @@
 ``concurrent.futures`` marks the whole pool broken when one worker dies (a
 hostile file can crash a C decoder).  We then start a fresh pool and retry
 the tasks that were in flight one at a time: the one that crashes alone is
-reported as failed, and every other file is still indexed.
+reported as failed, and every other file is still indexed.  A decoder stuck
+in an endless loop is handled the same way: when no decode finishes for
+``DECODE_TIMEOUT_S`` seconds the workers are killed and the suspects retried.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from typing import Iterable, Iterator
 from indexer.decode import Decoded, DecodeTask, DecoderConfig, decode_in_worker, decode_one, init_worker
 
 log = logging.getLogger(__name__)
+
+#: Seconds without any decode finishing before the workers are declared stuck.
+#: Generous: a legitimate 180-megapixel image decodes in a few seconds.
+DECODE_TIMEOUT_S = 120.0
 
 
 def decode_all(tasks: Iterable[DecodeTask], config: DecoderConfig, known_hashes: frozenset,
@@ -57,7 +63,11 @@ class _PooledDecoder:
                 self._fill(pool, in_flight, suspects, pending_tasks)
                 if not in_flight:
                     return
-                done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                done, _ = wait(list(in_flight), timeout=DECODE_TIMEOUT_S, return_when=FIRST_COMPLETED)
+                if not done:
+                    yield from self._stalled(pool, in_flight, suspects)
+                    pool = self._new_pool()
+                    continue
                 broken = False
                 for future in done:
                     try:
@@ -80,6 +90,18 @@ class _PooledDecoder:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def _stalled(self, pool, in_flight: dict, suspects: deque) -> Iterator[Decoded]:
+        """Nothing finished in time: stop the workers, blame a lone task or retry the suspects."""
+        _kill_workers(pool)
+        pool.shutdown(wait=False, cancel_futures=True)
+        if len(in_flight) == 1:
+            (task,) = in_flight.values()
+            log.warning("decoding %s took longer than %.0f s; skipping it", task.path, DECODE_TIMEOUT_S)
+            yield Decoded(task, error=f"decoding took longer than {DECODE_TIMEOUT_S:.0f} s (a malformed file?)")
+        else:
+            suspects.extend(in_flight.values())
+        in_flight.clear()
+
     def _fill(self, pool, in_flight: dict, suspects: deque, pending_tasks: Iterator[DecodeTask]) -> None:
         if suspects:
             if not in_flight:
@@ -91,3 +113,16 @@ class _PooledDecoder:
             if task is None:
                 return
             in_flight[pool.submit(decode_in_worker, task)] = task
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    # shutdown() waits for running tasks to finish, which a stuck one never
+    # does; Python 3.14 has kill_workers(), older versions only the private map.
+    if hasattr(pool, "kill_workers"):
+        pool.kill_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+        except (OSError, ValueError):  # already gone
+            pass

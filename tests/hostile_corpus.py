@@ -365,3 +365,34 @@ def make_special_files(folder: Path) -> dict[bytes, Case]:
     return {os.path.join(os.fsencode(special), name.encode()): Case("special/" + name, b"", expect, "special",
                                                                     r"symbolic links|cannot stat")
             for name, expect in cases.items()}
+
+
+# --------------------------------------------------- decoders that misbehave
+#: Image sizes that make :class:`MisbehavingPreprocessor` crash or hang.
+CRASH_SIZE, HANG_SIZE = (13, 17), (17, 13)
+
+
+class MisbehavingPreprocessor:
+    """Wraps a real preprocessor; dies (SIGSEGV) or never returns on two magic sizes.
+
+    Stands in for a C decoder that crashes or loops forever on a hostile
+    file.  Picklable, so it reaches the decode worker processes.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def draft_size(self):
+        return self.inner.draft_size
+
+    def __call__(self, image):
+        import signal
+        import time
+
+        if image.size == CRASH_SIZE:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if image.size == HANG_SIZE:
+            while True:
+                time.sleep(1)
+        return self.inner(image)
