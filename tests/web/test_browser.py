@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -82,15 +83,32 @@ def page(browser):
     assert not problems, problems  # no script errors, no CSP violations
 
 
+def goto(page, url: str) -> None:
+    """Open the page and wait until its script has started (keyboard handlers bound)."""
+    page.goto(url)
+    page.wait_for_selector("body[data-ready]", state="attached")
+
+
 def cards(page):
     return page.locator("#results .card")
 
 
+def wait_until(page, expression: str, arg=None, timeout: float = 20.0) -> None:
+    """Poll a JS expression from the test side.
+
+    (Playwright's wait_for_function evaluates its predicate with eval() inside
+    the page, which the page's own CSP rightly forbids.)
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {expression}")
+        time.sleep(0.1)
+
+
 def wait_thumbnails_loaded(page, count: int) -> None:
-    page.wait_for_function(
-        """n => { const imgs = [...document.querySelectorAll('#results .card img')].slice(0, n);
-                  return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
-        arg=count)
+    wait_until(page, """n => { const imgs = [...document.querySelectorAll('#results .card img')].slice(0, n);
+                          return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }""", count)
 
 
 def screenshot(page, name: str) -> None:
@@ -99,7 +117,7 @@ def screenshot(page, name: str) -> None:
 
 
 def test_text_query_shows_thumbnails_and_loads_more(page, server):
-    page.goto(server)
+    goto(page, server)
     page.wait_for_selector("#index-status:has-text('photos')")
     assert f"{PHOTOS} photos" in page.text_content("#index-status")
     page.fill("#q", "a red square")
@@ -111,13 +129,13 @@ def test_text_query_shows_thumbnails_and_loads_more(page, server):
     screenshot(page, "web-results.png")
     # More results arrive on scroll (or with the "Load more" button).
     page.mouse.wheel(0, 5000)
-    page.wait_for_function(f"document.querySelectorAll('#results .card').length === {PHOTOS}")
+    wait_until(page, f"document.querySelectorAll('#results .card').length === {PHOTOS}")
     assert page.is_hidden("#more")
     assert page.is_hidden("#error")
 
 
 def test_image_upload_shows_similar_photos_and_captions(page, server, photo_dir):
-    page.goto(server)
+    goto(page, server)
     page.set_input_files("#file-input", str(photo_dir / "photo_0005.jpg"))
     page.wait_for_selector("#results .card")
     page.wait_for_selector("#captions li")
@@ -129,7 +147,7 @@ def test_image_upload_shows_similar_photos_and_captions(page, server, photo_dir)
 
 
 def test_drop_an_image_onto_the_page(page, server, photo_dir):
-    page.goto(server)
+    goto(page, server)
     data = list((photo_dir / "photo_0007.jpg").read_bytes())
     page.evaluate("""bytes => {
         const file = new File([new Uint8Array(bytes)], 'dropped.jpg', {type: 'image/jpeg'});
@@ -143,7 +161,7 @@ def test_drop_an_image_onto_the_page(page, server, photo_dir):
 
 
 def test_detail_view_and_more_like_this(page, server, photo_dir):
-    page.goto(server + "/?q=green+field")
+    goto(page, server + "/?q=green+field")
     first = cards(page).first
     first.wait_for()
     name = first.locator(".name").text_content()
@@ -153,13 +171,13 @@ def test_detail_view_and_more_like_this(page, server, photo_dir):
     page.wait_for_selector(f"#detail-path:has-text('{name}')")
     assert str(photo_dir) in page.text_content("#detail-path")
     assert "Dimensions" in page.text_content("#detail-meta")
-    page.wait_for_function("document.getElementById('detail-img').naturalWidth > 0")
+    wait_until(page, "document.getElementById('detail-img').naturalWidth > 0")
     assert f"view={image_id}" in page.url
     screenshot(page, "web-detail.png")
     page.click("#more-like-this")
     page.wait_for_selector("#detail:not([open])", state="attached")
     page.wait_for_url(re.compile(rf"similar={image_id}"))
-    page.wait_for_function(f"document.querySelectorAll('#results .card').length >= {UI_PAGE}")
+    wait_until(page, f"document.querySelectorAll('#results .card').length >= {UI_PAGE}")
     assert image_id not in cards(page).evaluate_all("els => els.map(e => e.dataset.id)")
     page.wait_for_selector("#captions li")
     assert "similar to photo" in page.text_content("#results-heading")
@@ -168,7 +186,7 @@ def test_detail_view_and_more_like_this(page, server, photo_dir):
 
 
 def test_keyboard_only(page, server):
-    page.goto(server)
+    goto(page, server)
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.id") == "q"
     page.keyboard.type("a blue sky")
@@ -185,26 +203,27 @@ def test_keyboard_only(page, server):
     page.wait_for_url(re.compile(rf"view={third}"))
     page.keyboard.press("Escape")
     page.wait_for_selector("#detail:not([open])", state="attached")
-    assert "view=" not in page.url
+    page.wait_for_url(lambda url: "view=" not in url)  # closing goes back in history (async)
+    assert page.evaluate("document.activeElement.dataset.id") == third  # focus returns to the photo
 
 
 def test_bookmarked_urls(page, server):
-    page.goto(server + "/?q=an+orange")
+    goto(page, server + "/?q=an+orange")
     page.wait_for_selector("#results .card")
     assert page.input_value("#q") == "an orange"
     image_id = cards(page).nth(3).get_attribute("data-id")
-    page.goto(server + f"/?q=an+orange&view={image_id}")
+    goto(page, server + f"/?q=an+orange&view={image_id}")
     page.wait_for_selector("#detail[open]")
-    page.goto(server + f"/?similar={image_id}")
+    goto(page, server + f"/?similar={image_id}")
     page.wait_for_selector("#results .card")
     assert page.is_visible("#query-aside")
 
 
 def test_no_results_and_api_errors_are_shown(page, server):
-    page.goto(server + "/?q=anything&min=0.99")
+    goto(page, server + "/?q=anything&min=0.99")
     page.wait_for_selector("#message:not([hidden])")
     assert "No photos matched" in page.text_content("#message")
-    page.goto(server + "/?similar=987654")
+    goto(page, server + "/?similar=987654")
     page.wait_for_selector("#error:not([hidden])")
     assert "no image with id 987654" in page.text_content("#error")
     page.click("#error-dismiss")
@@ -220,7 +239,7 @@ def test_no_results_and_api_errors_are_shown(page, server):
 
 
 def test_empty_index_is_explained(page, empty_server):
-    page.goto(empty_server)
+    goto(page, empty_server)
     page.wait_for_selector("#message:has-text('no photos yet')")
     assert "sightline index" in page.text_content("#message")
     page.fill("#q", "cats")

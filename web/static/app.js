@@ -382,7 +382,7 @@ function init() {
     showError,
     imageFailed,
   });
-  loadStatus().then(applyUrl);
+  loadStatus().then(applyUrl).finally(() => { document.body.dataset.ready = "true"; });
 }
 
 init();

@@ -62,7 +62,9 @@ function onClosed() {
   leaveHistory = false;
   pushed = false;
   generation++;
-  if (returnFocusTo && document.body.contains(returnFocusTo)) returnFocusTo.focus();
+  // Back to the photo last shown (it may have changed with ←/→), else to where we came from.
+  const target = document.querySelector(`#results .card[data-id="${currentId}"]`) || returnFocusTo;
+  if (target && document.body.contains(target)) target.focus();
   returnFocusTo = null;
 }
 
