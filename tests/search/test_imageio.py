@@ -125,3 +125,11 @@ def test_draft_embeddings_match_full_decoding(tiny_encoder):
     full = tiny_encoder.encode_images([decode_image(data)[0]])[0]
     draft = tiny_encoder.encode_images([decode_image(data, draft_size=pre.draft_size)[0]])[0]
     assert float(full @ draft) > 0.999
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_when_pillow_heif_is_installed(fmt):
+    pillow_heif = pytest.importorskip("pillow_heif")  # an optional extra: sightline[heif]
+    pillow_heif.register_heif_opener()
+    decoded, info = decode_image(_bytes(photo(11, (64, 48)), fmt))
+    assert decoded.mode == "RGB" and decoded.size == (64, 48)
