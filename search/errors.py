@@ -77,3 +77,10 @@ class InvalidQueryError(SightlineError):
 
     exit_code = 2
     http_status = 422
+
+
+class DatasetError(SightlineError):
+    """A caption dataset is missing, incomplete or malformed (file, image folder, split)."""
+
+    exit_code = 10
+    http_status = 400
