@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("-k", type=int, default=20, help="Results per query (default 20).")
     parser.add_argument("--threads", type=int, default=4, help="Server worker threads.")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="Server's torch threads per inference (default: the server's own default).")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON too.")
     args = parser.parse_args()
     if args.queries < 200:
@@ -141,8 +143,10 @@ def main() -> None:
             index_dir = workdir / "index"
             build_index(index_dir, workdir, model, pretrained, args.images, args.real)
         texts = queries(args.warmup + args.queries)
-        with running_server(index_dir, workdir / "server.log", "--threads", str(args.threads),
-                            "--refresh", "0") as base:
+        server_args = ["--threads", str(args.threads), "--refresh", "0"]
+        if args.torch_threads is not None:
+            server_args += ["--torch-threads", str(args.torch_threads)]
+        with running_server(index_dir, workdir / "server.log", *server_args) as base:
             import httpx
 
             status = httpx.get(base + "/api/status").json()

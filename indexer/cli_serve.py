@@ -20,6 +20,8 @@ from indexer.cli_options import handle_errors, index_option, model_options, reso
               help="Largest accepted image upload; larger ones get 413.")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Worker threads for inference, search and thumbnails.")
+@click.option("--torch-threads", type=click.IntRange(0, 256), default=None,
+              help="torch threads per inference (0: torch's default). [default: CPU cores / --threads]")
 @click.option("--thumbnail-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Thumbnail cache folder. [default: INDEX/thumbnails]")
 @click.option("--refresh", "refresh_seconds", default=30.0, show_default=True,
@@ -27,8 +29,8 @@ from indexer.cli_options import handle_errors, index_option, model_options, reso
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
 @model_options
 @handle_errors
-def serve(index_dir, host, port, token, max_upload_mb, threads, thumbnail_dir, refresh_seconds, access_log,
-          model_name, pretrained, device):
+def serve(index_dir, host, port, token, max_upload_mb, threads, torch_threads, thumbnail_dir, refresh_seconds,
+          access_log, model_name, pretrained, device):
     """Serve the search UI and JSON API for an index (http://127.0.0.1:8000/ by default)."""
     import uvicorn
 
@@ -42,7 +44,7 @@ def serve(index_dir, host, port, token, max_upload_mb, threads, thumbnail_dir, r
     settings = Settings(
         index_dir=index_dir, host=host, port=port, token=token or None, model_name=model_name,
         pretrained=pretrained, device=device, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        threads=threads, thumbnail_dir=thumbnail_dir, refresh_seconds=refresh_seconds,
+        threads=threads, torch_threads=torch_threads, thumbnail_dir=thumbnail_dir, refresh_seconds=refresh_seconds,
     )
     app = create_app(settings)  # checks the settings (token when exposed) before binding
     shown = f"[{host}]" if ":" in host else host

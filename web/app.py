@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from web.api import build_router
 from web.errors import install_handlers
 from web.security import RequestGuard
-from web.service import SearchService
+from web.service import SearchService, limit_torch_threads
 from web.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def open_engine(settings: Settings):
             spec = ModelSpec.from_env(settings.model_name, settings.pretrained)
         else:
             spec = ModelSpec(info.name or None, info.pretrained or None)
+        limit_torch_threads(settings.intra_op_threads)
         return load_encoder(spec, settings.device)
 
     return SearchEngine(store, load)

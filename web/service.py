@@ -52,6 +52,7 @@ class SearchService:
         """Load the model and run it once, so the first real query is warm."""
         if self.store.model_info() is None:
             return  # empty index: the model it will use is not known yet
+        limit_torch_threads(self.settings.intra_op_threads)
         try:
             self.engine.encoder.encode_texts(["warm up"])
             self.model_loaded = True
@@ -205,6 +206,17 @@ class SearchService:
         return schemas.HealthResponse(status="degraded" if degraded else "ok", images=images,
                                       model_loaded=self.model_loaded,
                                       detail="the search model could not be loaded" if degraded else None)
+
+
+def limit_torch_threads(count: Optional[int]) -> None:
+    """Cap torch's intra-op threads (process-wide; before the model's first use)."""
+    if count is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+        log.info("torch intra-op threads: %d", count)
 
 
 def summary_fields(row: FileRow, base: str) -> dict:

@@ -4,6 +4,7 @@ to :func:`web.app.create_app`."""
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -52,6 +53,10 @@ class Settings:
     thumbnail_dir: Optional[Path] = None
     #: Worker threads for model inference, FAISS search and image decoding.
     threads: int = 4
+    #: torch intra-op threads per inference.  None: cores / worker threads, so
+    #: concurrent queries never oversubscribe the CPU (which costs tail latency
+    #: far more than a second intra-op thread saves); 0: leave torch's default.
+    torch_threads: Optional[int] = None
     #: How often to pick up what a concurrent `sightline index` committed (0: never).
     refresh_seconds: float = 30.0
     #: Load the model at startup so that the first query is warm.
@@ -63,6 +68,14 @@ class Settings:
     def exposed(self) -> bool:
         """True when the server listens beyond this machine."""
         return not is_loopback(self.host)
+
+    @property
+    def intra_op_threads(self) -> Optional[int]:
+        if self.torch_threads == 0:
+            return None
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // self.threads)
 
     @property
     def thumbnails(self) -> Path:

@@ -35,7 +35,8 @@ def add_special_photos(folder: Path) -> dict[str, Path]:
 def make_settings(index_dir: Path, tmp: Path, **overrides):
     from web.settings import Settings
 
-    values = dict(index_dir=index_dir, thumbnail_dir=tmp / "thumbs", refresh_seconds=0)
+    # torch_threads=0: in-process apps must not change torch's threads for the rest of the test run.
+    values = dict(index_dir=index_dir, thumbnail_dir=tmp / "thumbs", refresh_seconds=0, torch_threads=0)
     values.update(overrides)
     return Settings(**values)
 

@@ -144,3 +144,13 @@ def test_engine_kept_on_app_state(fake_index, tmp_path):
         assert isinstance(engine, SearchEngine)
         c.get("/api/search/text", params={"q": "blue"})
         assert c.app.state.service.engine is engine  # one engine for all requests
+
+
+def test_torch_threads_never_oversubscribe(tmp_path, monkeypatch):
+    from web.settings import Settings
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert Settings(tmp_path, threads=4).intra_op_threads == 4
+    assert Settings(tmp_path, threads=32).intra_op_threads == 1
+    assert make_settings(tmp_path, tmp_path, torch_threads=3).intra_op_threads == 3
+    assert make_settings(tmp_path, tmp_path, torch_threads=0).intra_op_threads is None
