@@ -183,6 +183,7 @@ def _print_status(info: dict) -> None:
 
 # --- subcommands from other modules ---
 from indexer.cli_serve import serve; main.add_command(serve)  # noqa: E402,E702
+from indexer.cli_maintenance import repair; main.add_command(repair)  # noqa: E402,E702
 
 
 if __name__ == "__main__":  # pragma: no cover

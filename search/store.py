@@ -73,6 +73,7 @@ class Store:
             root.mkdir(parents=True, exist_ok=True)
         engine = create_engine(f"sqlite:///{db_path}")
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", _corruption_names_the_file(db_path))
         store = cls(root, engine)
         try:
             with engine.begin() as conn:
@@ -472,6 +473,22 @@ def _under(query, column, under: Optional[str]):
     # Byte-range prefix match that can use the unique index on path.
     prefix = path_key(under).rstrip(b"/") + b"/"
     return query.where(column >= prefix, column < prefix[:-1] + b"0")
+
+
+def _corruption_names_the_file(db_path: Path):
+    """Damage found after opening (a bad page deep in a table) surfaces on some later
+    query; turn it into the same clear error as damage found at open, not a traceback."""
+
+    def handle(context) -> None:
+        orig = context.original_exception
+        name = getattr(orig, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(orig):
+            raise StoreCorruptError(
+                f"the index database {db_path} is damaged ({orig}). `sightline repair` says what is "
+                f"wrong; if it cannot fix it, move the file away and re-index with `sightline index`."
+            ) from None
+
+    return handle
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
