@@ -24,6 +24,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 UI_PAGE = 30  # results per page in app.js
+TOKEN = "browser-test-token"
 
 
 def _require_browser():
@@ -55,6 +56,15 @@ def empty_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("empty-server")
     Store.open(tmp / "index", create=True).close()
     with running_server(tmp / "index", tmp / "server.log") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    _require_browser()
+    tmp = tmp_path_factory.mktemp("token-server")
+    Store.open(tmp / "index", create=True).close()
+    with running_server(tmp / "index", tmp / "server.log", token=TOKEN) as base:
         yield base
 
 
@@ -247,3 +257,18 @@ def test_empty_index_is_explained(page, empty_server):
     page.wait_for_url(re.compile(r"q=cats"))
     page.wait_for_selector("#message:has-text('no photos yet')")
     assert cards(page).count() == 0 and page.is_hidden("#error")
+
+
+def test_token_login(page, token_server):
+    goto(page, token_server)
+    page.wait_for_selector("#login[open]")
+    page.fill("#login-token", "wrong-token-value")
+    page.press("#login-token", "Enter")
+    page.wait_for_selector("#login-error:has-text('wrong access token')")
+    page.fill("#login-token", TOKEN)
+    page.press("#login-token", "Enter")
+    page.wait_for_selector("#login:not([open])", state="attached")
+    page.wait_for_selector("#message:has-text('no photos yet')")  # the status call went through
+    assert page.is_hidden("#error")
+    cookies = page.context.cookies()
+    assert any(c["name"] == "sightline_token" and c["httpOnly"] for c in cookies)

@@ -209,6 +209,8 @@ async function loadPage() {
   } catch (err) {
     if (generation !== state.generation) return;
     state.next = null;
+    // A failed "more like this" has no query photo worth showing.
+    if (state.mode === "similar" && offset === 0) $("query-aside").hidden = true;
     showError(err);
   } finally {
     if (generation === state.generation) setLoading(false);
@@ -382,7 +384,9 @@ function init() {
     showError,
     imageFailed,
   });
-  loadStatus().then(applyUrl).finally(() => { document.body.dataset.ready = "true"; });
+  applyUrl();   // the query in the address, if any, runs alongside the status call
+  loadStatus();
+  document.body.dataset.ready = "true";  // handlers bound (tests wait for this)
 }
 
 init();
