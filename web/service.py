@@ -30,6 +30,7 @@ NO_CAPTIONS_NOTE = ("This index holds no captions, so there is no text to match 
                     "Captions are stored in the index alongside the photos (for example when a captioned "
                     "collection is indexed).")
 EMPTY_INDEX_NOTE = "The index is empty: run `sightline index PHOTO_FOLDER` first."
+COUNTS_TTL_S = 1.0
 _UPLOAD_DRAFT = 512  # large JPEG uploads decode at >= 512 px; the model sees far less
 
 
@@ -46,6 +47,7 @@ class SearchService:
         self.thumbnails = ThumbnailCache(settings.thumbnails, max_pixels_from_env())
         self.model_loaded = False
         self.model_error: Optional[str] = None
+        self._counts_cache: tuple[float, dict] = (-1e9, {})
 
     # ------------------------------------------------------------- lifecycle
     def preload(self) -> None:
@@ -70,6 +72,17 @@ class SearchService:
     def store(self):
         return self.engine.store
 
+    def counts(self) -> dict:
+        """Image/caption counts, at most a second old: COUNT(*) scans a large
+        index's table, and every query reports the index size."""
+        stamp, counts = self._counts_cache
+        now = time.monotonic()
+        # An empty index is re-counted every time (cheap), so first images show at once.
+        if now - stamp > COUNTS_TTL_S or not counts.get("images"):
+            counts = self.store.counts()
+            self._counts_cache = (now, counts)
+        return counts
+
     # --------------------------------------------------------------- queries
     def search_text(self, query: schemas.TextQuery, base: str) -> schemas.ImageSearchResponse:
         started = time.perf_counter()
@@ -79,7 +92,7 @@ class SearchService:
         if len(query.q) > self.settings.max_query_chars:
             raise InvalidQueryError(f"the query is {len(query.q)} characters long; "
                                     f"the limit is {self.settings.max_query_chars}")
-        images = self.store.counts()["images"]
+        images = self.counts()["images"]
         hits = self.engine.search_text(text, query.k, query.offset, query.min_score) if images else []
         self.model_loaded = self.model_loaded or bool(images)
         echo = schemas.QueryEcho(kind="text", text=text)
@@ -88,7 +101,7 @@ class SearchService:
     def search_upload(self, data: bytes, page: schemas.ImagePage, base: str) -> schemas.ImageSearchResponse:
         started = time.perf_counter()
         image = self.decode_upload(data)
-        images = self.store.counts()["images"]
+        images = self.counts()["images"]
         captions = note = None
         hits: list[ImageHit] = []
         if images:
@@ -112,13 +125,13 @@ class SearchService:
         if page.captions:
             captions, note = self._captions(engine.captions_for_image(file_id=image_id, k=page.captions))
         echo = schemas.QueryEcho(kind="similar", image_id=image_id)
-        images = self.store.counts()["images"]
+        images = self.counts()["images"]
         return self._page(echo, page, hits, images, started, base, captions, note)
 
     def captions_for_upload(self, data: bytes, k: int) -> schemas.CaptionSearchResponse:
         started = time.perf_counter()
         image = self.decode_upload(data)
-        counts = self.store.counts()
+        counts = self.counts()
         if counts["captions"] == 0:
             return self._caption_response([], NO_CAPTIONS_NOTE, counts, started)
         vector = self.engine.embed_image(image)
@@ -130,10 +143,10 @@ class SearchService:
         started = time.perf_counter()
         hits = self.engine.captions_for_image(file_id=image_id, k=k)
         results, note = self._captions(hits)
-        return self._caption_response(results, note, self.store.counts(), started)
+        return self._caption_response(results, note, self.counts(), started)
 
     def _captions_for_vector(self, vector, k: int):
-        if self.store.counts()["captions"] == 0:
+        if self.counts()["captions"] == 0:
             return [], NO_CAPTIONS_NOTE
         found = self.store.search("captions", vector, k)
         rows = self.store.get_captions([i for i, _ in found])
@@ -142,7 +155,7 @@ class SearchService:
     def _captions(self, hits: list[CaptionHit]):
         results = [schemas.CaptionResult(id=h.id, score=round(h.score, 6), text=h.caption.text,
                                          source=h.caption.source, file_id=h.caption.file_id) for h in hits]
-        note = None if results else (NO_CAPTIONS_NOTE if self.store.counts()["captions"] == 0
+        note = None if results else (NO_CAPTIONS_NOTE if self.counts()["captions"] == 0
                                      else "No stored caption matched.")
         return results, note
 
