@@ -62,14 +62,23 @@ class SearchEngine:
     @classmethod
     def open(cls, index_dir, spec: "Optional[ModelSpec]" = None, device: Optional[str] = None) -> "SearchEngine":
         """Open an existing index; the model is the one the index was built
-        with unless ``spec`` names another (which must then match it)."""
+        with unless ``spec`` names another (which must then match it).
+
+        The model is chosen when first needed, not now: an index that is
+        still empty gets the model its first indexing run records.
+        """
         from search.models import ModelSpec, load_encoder
 
         store = Store.open(index_dir)
-        info = store.model_info()
-        if spec is None or (spec.name is None and spec.pretrained is None):
-            spec = ModelSpec(info.name, info.pretrained) if info else ModelSpec.from_env()
-        return cls(store, lambda: load_encoder(spec, device))
+        explicit = spec is not None and (spec.name is not None or spec.pretrained is not None)
+
+        def load() -> Encoder:
+            info = store.model_info()
+            chosen = spec if explicit else (ModelSpec(info.name or None, info.pretrained or None) if info
+                                            else ModelSpec.from_env())
+            return load_encoder(chosen, device)
+
+        return cls(store, load)
 
     def close(self) -> None:
         self.store.close()
