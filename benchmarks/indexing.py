@@ -103,7 +103,7 @@ def main() -> None:
         ["model only (forward, preprocessed batches)", spread(model_rates), "", ""],
         ["Sightline index: job rate", spread(job), "", f"{statistics.median(job) / statistics.median(model_rates):.0%} of model"],
         ["Sightline index: wall incl. start + model load", spread([r["wall_img_s"] for r in ours]),
-         spread([r["wall_s"] for r in ours]), f"{max(r['peak_rss_mib'] for r in ours):.0f} MiB tree RSS"],
+         spread([r["wall_s"] for r in ours]), f"peak {max(r['peak_pss_mib'] for r in ours):.0f} MiB PSS ({max(r['peak_rss_mib'] for r in ours):.0f} RSS), process tree"],
     ]
     if args.peers:
         ours_wall = statistics.median([r["wall_s"] for r in ours])
