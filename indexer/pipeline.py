@@ -101,7 +101,12 @@ class IndexJob:
             current = self.store.model_info()
             if current is not None and self.model_id is not None and current.model_id != self.model_id:
                 self.store.bind_model(ModelInfo(self.model_id, current.dim, "", ""))  # raises the mismatch
+            previous = self.store.last_run()
             run_id = self.store.start_run(root)
+            if previous is not None and previous["finished_at"] is None and current is not None:
+                # The last run was killed: what it committed never reached the FAISS files.
+                # Catch them up once here (saved below), not in every reader until the next change.
+                self.store.vectors("files"), self.store.vectors("captions")
             plan = self._plan(root, report)
             if plan.todo:
                 self._bind_model()
@@ -110,6 +115,7 @@ class IndexJob:
                 self.store.remove_files(plan.gone)
                 report.removed = len(plan.gone)
             report.seconds = time.perf_counter() - started
+            self.store.save()  # before the run is marked finished: "finished" means the FAISS files are current
             self.store.finish_run(run_id, indexed=report.indexed, reused=report.reused,
                                   skipped=report.unchanged, removed=report.removed, failed=len(report.failed))
         finally:
