@@ -61,10 +61,11 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
-def raw_png(width: int, height: int, bit_depth: int, colour_type: int, row: bytes) -> bytes:
+def raw_png(width: int, height: int, bit_depth: int, colour_type: int, row: bytes, extra: bytes = b"") -> bytes:
     """A PNG whose every row is ``row`` (filter byte included), compressed as a stream.
 
     Builds huge-but-valid images (real decompression bombs) in little memory.
+    ``extra``: chunks placed before the image data (PLTE, tRNS).
     """
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     packer = zlib.compressobj(9)
@@ -72,7 +73,8 @@ def raw_png(width: int, height: int, bit_depth: int, colour_type: int, row: byte
     for start in range(0, height, rows_per_chunk):
         parts.append(packer.compress(row * min(rows_per_chunk, height - start)))
     parts.append(packer.flush())
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", b"".join(parts))
+            + png_chunk(b"IEND", b""))
 
 
 def tiff_bytes(entries: list[tuple[int, int, int, bytes]], ifd_offset: int = 8, next_ifd: int = 0,

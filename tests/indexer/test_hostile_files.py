@@ -150,3 +150,98 @@ def test_failures_are_retried_when_the_file_changes(tmp_path, tiny_encoder):
     run()
     with Store.open(index) as store:
         assert store.failures() == []
+
+
+# ------------------------------------------------------------------ memory
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(VmHWM, VmRSS) in kB: the process's peak and current resident memory."""
+    values = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(("VmHWM", "VmRSS")):
+                    values[line[:5]] = int(line.split()[1])
+    except OSError:
+        pass
+    return values.get("VmHWM", 0), values.get("VmRSS", 0)
+
+
+def test_indexing_bombs_and_big_images_in_bounded_memory(tmp_path, tiny_model_args):
+    """Peak memory of every process of an index run with 2 decode workers, sampled from /proc.
+
+    The folder holds header-only bombs, real bombs that are allowed (64-megapixel 16-bit, palette
+    and RGBA PNGs of a few hundred kB), a 1x65535 sliver, a 600 MB sparse file and ordinary photos.
+    Before the fixes a worker peaked at ~2 GB on the 16-bit PNG alone.
+    """
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+    from tests.hostile_corpus import bomb_cases, png_chunk, raw_png
+
+    folder = tmp_path / "photos"
+    write_photos(folder, 6)
+    for case in bomb_cases():
+        (folder / os.path.basename(case.name)).write_bytes(case.data)
+    side = 8000
+    palette = png_chunk(b"PLTE", bytes(range(256)) * 3) + png_chunk(b"tRNS", b"\0" + b"\xff" * 255)
+    big = {
+        "grey16.png": raw_png(side, side, 16, 0, b"\0" + b"\x12\x34" * side),
+        "palette.png": raw_png(side, side, 8, 3, b"\0" + bytes(range(256)) * (side // 256) + bytes(side % 256), palette),
+        "rgba.png": raw_png(6000, 6000, 8, 6, b"\0" + b"\x10\x20\x30\x80" * 6000),
+        "sliver.png": raw_png(1, 65535, 8, 2, b"\0\x10\x20\x30"),
+    }
+    for name, data in big.items():
+        (folder / name).write_bytes(data)
+    with open(folder / "sparse.jpg", "wb") as handle:
+        handle.truncate(600 * 1024 * 1024)
+
+    index = tmp_path / "index"
+    proc = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(folder), "--index", str(index),
+                             *tiny_model_args, "--workers", "2", "--batch-size", "4", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    peaks: dict[int, int] = {}
+    peak_total = 0
+    while proc.poll() is None:
+        tree = _descendants(proc.pid)
+        total = 0
+        for pid in tree:
+            hwm, rss = _memory_kb(pid)
+            peaks[pid] = max(peaks.get(pid, 0), hwm)
+            total += rss
+        peak_total = max(peak_total, total)
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    failed = {os.path.basename(f["path"]): f["reason"] for f in report["failed"]}
+    assert report["indexed"] == 6 + len(big) and set(failed) == {
+        os.path.basename(c.name) for c in bomb_cases()} | {"sparse.jpg"}
+    assert "larger than 512 MiB" in failed["sparse.jpg"]
+
+    mb = 1024
+    main_peak = peaks.pop(proc.pid) // mb
+    others = sorted((p // mb for p in peaks.values()), reverse=True)
+    print(f"\npeak MB: index process {main_peak}, workers/helpers {others}, whole tree {peak_total // mb}")
+    assert len(others) >= 2  # the decode workers were seen
+    assert main_peak < 1200  # torch + the model; never a decoded image
+    assert others[0] < 700  # decoded 16-bit 64 MP = 128 MB; float64 conversion used to take ~2 GB
+    assert peak_total // mb < 2000
