@@ -142,7 +142,8 @@ def gif_claiming(width: int, height: int) -> bytes:
 
 def webp_claiming(width: int, height: int) -> bytes:
     inner = encode(photo(7, (16, 16)), "WEBP", lossless=True)[12:]  # the VP8L chunk
-    vp8x = b"VP8X" + long(10) + b"\x00\x00\x00\x00" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    vp8x = b"VP8X" + long(10) + b"\x00\x00\x00\x00" + canvas
     body = b"WEBP" + vp8x + inner
     return b"RIFF" + long(len(body)) + body
 
@@ -181,8 +182,8 @@ def empty_and_random_cases(rng: random.Random) -> list[Case]:
     for size in (1, 7, 100, 4096, 65536):
         for ext in ("jpg", "png", "webp", "gif"):
             cases.append(Case(f"random/noise_{size}.{ext}", rng.randbytes(size), "fail", "random", UNREADABLE))
-    magics = {"jpg": b"\xff\xd8\xff\xe0", "png": b"\x89PNG\r\n\x1a\n", "gif": b"GIF89a", "webp": b"RIFF\x00\x10\x00\x00WEBPVP8 ",
-              "tif": b"II*\x00\x08\x00\x00\x00", "bmp": b"BM"}
+    magics = {"jpg": b"\xff\xd8\xff\xe0", "png": b"\x89PNG\r\n\x1a\n", "gif": b"GIF89a",
+              "webp": b"RIFF\x00\x10\x00\x00WEBPVP8 ", "tif": b"II*\x00\x08\x00\x00\x00", "bmp": b"BM"}
     for ext, magic in magics.items():
         for size in (16, 300, 20_000):
             cases.append(Case(f"random/magic_{size}.{ext}", magic + rng.randbytes(size), "fail", "random", UNREADABLE))
@@ -201,10 +202,12 @@ def bomb_cases() -> list[Case]:
     claims = [
         ("png_100k", "png", bomb_png(100_000, 100_000)), ("png_tall", "png", bomb_png(1, 2**31 - 1)),
         ("jpeg_65k", "jpg", jpeg_claiming(65_500, 65_500)), ("gif_65k", "gif", gif_claiming(65_535, 65_535)),
-        ("webp_16m", "webp", webp_claiming(16_000_000, 16_000_000)), ("tiff_100k", "tif", grey_tiff(100_000, 100_000, b"\0" * 64)),
+        ("webp_16m", "webp", webp_claiming(16_000_000, 16_000_000)),
+        ("tiff_100k", "tif", grey_tiff(100_000, 100_000, b"\0" * 64)),
         ("bmp_100k", "bmp", bmp_claiming(100_000, 100_000)), ("bmp_negative", "bmp", bmp_claiming(-50_000, -50_000)),
     ]
-    cases = [Case(f"bombs/{name}.{ext}", data, "fail", "bomb", TOO_LARGE + "|" + UNREADABLE) for name, ext, data in claims]
+    cases = [Case(f"bombs/{name}.{ext}", data, "fail", "bomb", TOO_LARGE + "|" + UNREADABLE)
+             for name, ext, data in claims]
     cases.append(Case("bombs/png_zero_width.png", bomb_png(0, 10), "fail", "bomb", UNREADABLE))
     return cases
 
@@ -213,7 +216,8 @@ def _rgb16_png(width: int, height: int) -> bytes:
     arr = np.random.default_rng(3).integers(0, 65535, (height, width * 3), dtype=np.uint16).astype(">u2")
     raw = b"".join(b"\x00" + arr[y].tobytes() for y in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw))
+            + png_chunk(b"IEND", b""))
 
 
 def _palette_with_transparency(fmt: str) -> bytes:
@@ -239,7 +243,8 @@ def mode_cases() -> list[Case]:
         "bilevel.png": encode(base.convert("1"), "PNG"), "grey.jpg": encode(base.convert("L"), "JPEG"),
         "palette.bmp": encode(base.convert("P"), "BMP"), "rgba.tif": encode(base.convert("RGBA"), "TIFF"),
         "ycbcr.jpg": encode(base, "JPEG", subsampling=2, quality=10), "lab.tif": encode(base.convert("LAB"), "TIFF"),
-        "progressive.jpg": encode(base, "JPEG", progressive=True), "tiny_1x1.png": encode(Image.new("RGB", (1, 1)), "PNG"),
+        "progressive.jpg": encode(base, "JPEG", progressive=True),
+        "tiny_1x1.png": encode(Image.new("RGB", (1, 1)), "PNG"),
         "png_named.jpg": encode(base, "PNG"), "jpeg_named.png": encode(base, "JPEG"), "UPPER.JPG": encode(base, "JPEG"),
         # Extreme aspect ratios: the resize to the model's short side must not allocate gigabytes.
         "sliver_1x5000.png": encode(Image.new("RGB", (1, 5000), (200, 10, 10)), "PNG"),
@@ -252,8 +257,8 @@ def mode_cases() -> list[Case]:
 def animated_cases() -> list[Case]:
     frames = [photo(20 + i, (48, 36)) for i in range(5)]
     items = {
-        "anim.gif": encode(frames[0].convert("P"), "GIF", save_all=True, append_images=[f.convert("P") for f in frames[1:]],
-                           duration=50, loop=0, disposal=2),
+        "anim.gif": encode(frames[0].convert("P"), "GIF", save_all=True,
+                           append_images=[f.convert("P") for f in frames[1:]], duration=50, loop=0, disposal=2),
         "anim.webp": encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=50, loop=0),
         "anim.png": encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50),
         "anim_sizes.gif": encode(frames[0].convert("P"), "GIF", save_all=True,
@@ -272,7 +277,8 @@ def exif_cases() -> list[Case]:
         "orient_as_long": exif_block([orient(6, t=4)]),
         "orient_count_huge": exif_block([(274, 3, 0x7FFFFFFF, long(0xFFFFFF00))]),
         "orient_rational_oob": exif_block([(274, 5, 1, long(0x7FFFFFF0))]),
-        "ifd0_offset_oob": exif_block([orient(6)], ifd_offset=8) [:10] + long(0xFFFFFFF0) + exif_block([orient(6)])[14:],
+        # b"Exif\0\0" + b"II*\0" + the IFD0 offset (bytes 10-14), here far past the end
+        "ifd0_offset_oob": exif_block([orient(6)])[:10] + long(0xFFFFFFF0) + exif_block([orient(6)])[14:],
         "ifd_count_huge": exif_block([orient(6)], count_override=0xFFFF),
         "ifd_loop": exif_block([orient(6)], next_ifd=8),
         "exif_ifd_self": exif_block([orient(3), (0x8769, 4, 1, long(8))]),
@@ -293,7 +299,8 @@ def exif_cases() -> list[Case]:
     # A TIFF *image* whose own structure is broken is not an image at all.
     good = grey_tiff(32, 32)
     cases += [
-        Case("exif/tiff_ifd_loop.tif", good[:4] + long(8) + good[8:-4 - 32 * 32] + long(8) + good[-32 * 32:], "either", "exif"),
+        # the next-IFD pointer (just before the pixels) points back at the first IFD
+        Case("exif/tiff_ifd_loop.tif", good[:-4 - 32 * 32] + long(8) + good[-32 * 32:], "either", "exif"),
         Case("exif/tiff_ifd_oob.tif", good[:4] + long(0xFFFFFF00) + good[8:], "fail", "exif", UNREADABLE),
         Case("exif/tiff_strip_oob.tif", tiff_bytes([(256, 4, 1, long(32)), (257, 4, 1, long(32)), (258, 3, 1, short(8)),
                                                      (262, 3, 1, short(1)), (273, 4, 1, long(0x7FFFFFF0)),

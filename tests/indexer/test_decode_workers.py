@@ -97,7 +97,8 @@ def test_unreadable_files_are_recorded_and_retried_once_readable(tmp_path, tiny_
     """Tests run as root, which reads anything: make opening two files fail as it would for a user."""
     folder = tmp_path / "photos"
     write_photos(folder, 4)
-    blocked = {str(folder / "photo_0001.jpg"): (13, "Permission denied"), str(folder / "photo_0002.jpg"): (5, "Input/output error")}
+    blocked = {str(folder / "photo_0001.jpg"): (13, "Permission denied"),
+               str(folder / "photo_0002.jpg"): (5, "Input/output error")}
     real_open = os.open
 
     def fake_open(path, flags, *args, **kwargs):

@@ -139,7 +139,8 @@ def check_complete(index, folder: Folder) -> None:
     assert failed == set(on_disk) - good
     for path in good:
         st = os.stat(path)
-        assert (states[path].size, states[path].mtime_ns, states[path].sha256) == (st.st_size, st.st_mtime_ns, sha(path))
+        state = states[path]
+        assert (state.size, state.mtime_ns, state.sha256) == (st.st_size, st.st_mtime_ns, sha(path)), path
 
 
 def phase(index, last_run_before: int, committed: int) -> str:
@@ -254,5 +255,6 @@ def test_random_sigkills_leave_a_consistent_index(tmp_path, tiny_model_args, for
         check_complete(index, folder)
 
     print(f"\nrandom kills: seed {SEED}, {landed} landed in {rounds} rounds; where: {phases}; "
-          f"{committed_by_killed} file(s) committed by killed runs and kept; median run {statistics.median(durations):.2f} s")
+          f"{committed_by_killed} file(s) committed by killed runs and kept; "
+          f"median run {statistics.median(durations):.2f} s")
     assert len(phases) >= 2  # the kills did not all land in the same phase

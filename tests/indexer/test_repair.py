@@ -143,7 +143,8 @@ def test_damaged_faiss_file_is_found_and_rebuilt(index, damage, where, severity,
     result = cli("repair", "--index", index, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["ok"] and out["problems"] == [] and out["repaired"] == ["rebuilt images.faiss from 300 stored embedding(s)"]
+    assert out["ok"] and out["problems"] == []
+    assert out["repaired"] == ["rebuilt images.faiss from 300 stored embedding(s)"]
     search_matches_database(index)
 
 
@@ -168,7 +169,8 @@ def test_stale_and_missing_faiss_files_are_not_damage(index):
         report = verify(store)
     assert report.ok
     assert problems(report, STALE) == [
-        ("images.faiss", "images.faiss is behind the database (1 to add, 2 to remove); caught up automatically on next use"),
+        ("images.faiss", "images.faiss is behind the database (1 to add, 2 to remove); "
+                         "caught up automatically on next use"),
         ("captions.faiss", "captions.faiss is missing; rebuilt automatically on next use")]
     assert cli("repair", "--index", index, "--check").exit_code == 0
     repaired = repair(index)
