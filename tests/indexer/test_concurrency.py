@@ -49,7 +49,7 @@ def test_second_index_run_is_refused_while_the_first_runs(tmp_path, tiny_model_a
         assert first.poll() is None, first.stderr.read()
         frozen_at = committed(index / "sightline.db")
 
-        for command in (["index", other, *tiny_model_args], ["index", folder], ["repair"]):
+        for command in (["index", other, *tiny_model_args], ["repair"]):
             second = sightline(*command, "--index", index)
             assert second.returncode == IndexLockedError.exit_code == 6, second.stderr
             assert second.stderr.startswith("Error: another process is writing to the index at ")
