@@ -246,6 +246,6 @@ def test_indexing_bombs_and_big_images_in_bounded_memory(tmp_path, tiny_model_ar
     others = sorted((p // mb for p in peaks.values()), reverse=True)
     print(f"\npeak MB: index process {main_peak}, workers/helpers {others}, whole tree {peak_total // mb}")
     assert len(others) >= 2  # the decode workers were seen
-    assert main_peak < 1200  # torch + the model; never a decoded image
+    assert main_peak < 1500  # torch (~0.8 GB with its CUDA libraries) + the model; never a decoded image
     assert others[0] < 700  # decoded 16-bit 64 MP = 128 MB; float64 conversion used to take ~2 GB
-    assert peak_total // mb < 2000
+    assert peak_total // mb < main_peak + 1000  # both workers busy at once, plus the forkserver
