@@ -382,10 +382,11 @@ CRASH_SIZE, HANG_SIZE = (13, 17), (17, 13)
 
 
 class MisbehavingPreprocessor:
-    """Wraps a real preprocessor; dies (SIGSEGV) or never returns on two magic sizes.
+    """Wraps a real preprocessor; dies or never returns on two magic sizes.
 
-    Stands in for a C decoder that crashes or loops forever on a hostile
-    file.  Picklable, so it reaches the decode worker processes.
+    Stands in for a C decoder that crashes (or is OOM-killed) or loops forever
+    on a hostile file.  SIGKILL rather than SIGSEGV: same effect on the pool,
+    no core dumps.  Picklable, so it reaches the decode worker processes.
     """
 
     def __init__(self, inner):
@@ -400,7 +401,7 @@ class MisbehavingPreprocessor:
         import time
 
         if image.size == CRASH_SIZE:
-            os.kill(os.getpid(), signal.SIGSEGV)
+            os.kill(os.getpid(), signal.SIGKILL)
         if image.size == HANG_SIZE:
             while True:
                 time.sleep(1)
