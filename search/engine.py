@@ -132,19 +132,27 @@ class SearchEngine:
     def similar_to(self, file_id: int, k: int = 20, offset: int = 0,
                    min_score: Optional[float] = None) -> list[ImageHit]:
         """"More like this": neighbours of an indexed image, itself excluded."""
+        k, offset = _validate_page(k, offset)
         vector = self.store.file_embedding(file_id)
-        hits = self.search_vector(vector, k + offset + 1, 0, min_score)
-        hits = [h for h in hits if h.id != int(file_id)]
-        return hits[offset:offset + k]
+        # One neighbour more than the page, as the image itself is dropped.  The page
+        # limit applies to k, not to k + offset + 1 (which made every valid request
+        # with k + offset >= MAX_K fail).
+        found = [(i, s) for i, s in self._neighbours(vector, k + offset + 1, min_score) if i != int(file_id)]
+        return self._hits(found[offset:offset + k])
 
     def search_vector(self, vector: np.ndarray, k: int = 20, offset: int = 0,
                       min_score: Optional[float] = None) -> list[ImageHit]:
         k, offset = _validate_page(k, offset)
+        return self._hits(self._neighbours(vector, k + offset, min_score)[offset:])
+
+    def _neighbours(self, vector: np.ndarray, n: int, min_score: Optional[float]) -> list[tuple[int, float]]:
+        """The n nearest (id, score), best first, cut at min_score."""
         if self._is_empty():
             return []
-        found = self.store.search("files", vector, k + offset)[offset:]
-        if min_score is not None:
-            found = [(i, s) for i, s in found if s >= min_score]
+        found = self.store.search("files", vector, n)
+        return found if min_score is None else [(i, s) for i, s in found if s >= min_score]
+
+    def _hits(self, found: list[tuple[int, float]]) -> list[ImageHit]:
         rows = self.store.get_files([i for i, _ in found])
         # A file removed between the vector search and the row lookup is skipped.
         return [ImageHit(i, s, rows[i]) for i, s in found if i in rows]

@@ -23,7 +23,8 @@ from web.thumbnails import iter_file, open_indexed
 
 _ERRORS = {status: {"model": schemas.ErrorResponse} for status in (401, 404, 422, 500, 503)}
 _UPLOAD_ERRORS = {status: {"model": schemas.ErrorResponse} for status in (400, 413, 415)}
-_JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG image."}}
+_JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG image."},
+         304: {"description": "Not modified: `If-None-Match` named the current ETag."}}
 _ANY_IMAGE = {200: {"content": {"image/*": {}}, "description": "The original file, as indexed."}}
 # Clients may label uploads generically; anything else announced is refused (415).
 _GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
@@ -135,7 +136,7 @@ def build_router() -> APIRouter:
         return await _run(request, _service(request).health)
 
     @router.post("/session", status_code=204, tags=["auth"], summary="Log in the browser UI",
-                 responses={401: {"model": schemas.ErrorResponse}})
+                 responses={status: {"model": schemas.ErrorResponse} for status in (400, 401)})
     async def login(request: Request, body: schemas.TokenLogin):
         """Exchange the access token for an HttpOnly cookie (how the UI authenticates
         its image requests). Not needed on a loopback server without a token."""

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from search.errors import SightlineError
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # An absolute path: a slash at a word boundary followed by path characters.
 _ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"(),;:<>]+)")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _HTTP_TYPES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     413: "payload_too_large", 415: "unsupported_media_type", 421: "misdirected_request", 422: "invalid_request",
@@ -66,6 +68,21 @@ def json_error(status: int, type_: str, message: str, headers: Optional[dict] = 
     return JSONResponse(error_body(status, type_, message, details), status_code=status, headers=headers)
 
 
+def allowed_methods(request: Request) -> Optional[str]:
+    """Every method some route serves at this path (None if only a mount does).
+
+    Starlette's 405 lists only the first route matching the path, so
+    ``OPTIONS /api/session`` answered ``Allow: POST`` although DELETE is
+    served there too (found by schemathesis' Allow-header check).  Each
+    method is tried against the routes rather than reading their method
+    sets, which FastAPI keeps inside included routers.
+    """
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    allowed = [method for method in _METHODS
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+    return ", ".join(allowed) or None
+
+
 def install_handlers(app: FastAPI, secrets: Iterable[str]) -> None:
     secrets = tuple(secrets)
 
@@ -85,11 +102,14 @@ def install_handlers(app: FastAPI, secrets: Iterable[str]) -> None:
         summary = "; ".join(f"{'.'.join(d['loc'][1:]) or d['loc'][0]}: {d['message']}" for d in details)
         return json_error(422, "invalid_request", summary or "invalid request", details=details)
 
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = exc.status_code
         message = exc.detail if isinstance(exc.detail, str) else _HTTP_TYPES.get(status, "error")
-        return json_error(status, _HTTP_TYPES.get(status, "error"), scrub(message, secrets),
-                          getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        allow = allowed_methods(request) if status == 405 else None
+        if allow:
+            headers["Allow"] = allow
+        return json_error(status, _HTTP_TYPES.get(status, "error"), scrub(message, secrets), headers or None)
 
     async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error while serving a request", exc_info=exc)

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
 
-from search.engine import MAX_K
+from search.engine import MAX_K, MAX_QUERY_CHARS
 
 
 class Page(BaseModel):
@@ -27,7 +27,11 @@ class ImagePage(Page):
 
 
 class TextQuery(Page):
-    q: str = Field(..., min_length=1, description="The text to search for.")
+    # The schema says what the server accepts: some character that str.strip()
+    # keeps (\s plus the separators \x1c-\x1f that Python also strips), at most
+    # MAX_QUERY_CHARS long (otherwise schema-valid queries such as "  " got 422).
+    q: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"[^\s\x1c-\x1f]",
+                   description="The text to search for (not only spaces).")
 
 
 class CaptionQuery(BaseModel):

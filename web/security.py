@@ -19,6 +19,7 @@ parsed.  In order:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from typing import Optional
@@ -44,9 +45,18 @@ _COMMON_HEADERS = [
 
 
 def token_matches(settings: Settings, given: Optional[str]) -> bool:
+    """Constant-time check of a presented token (header, cookie or login body).
+
+    Both sides are hashed first so that the comparison time depends neither on
+    where a guess first differs nor on its length.
+    """
     if not settings.token or not given:
         return False
-    return hmac.compare_digest(given.encode("utf-8", "replace"), settings.token.encode("utf-8"))
+    return hmac.compare_digest(_digest(given), _digest(settings.token))
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def request_token(headers: Headers) -> Optional[str]:

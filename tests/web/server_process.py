@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -39,10 +40,20 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float, token: Optio
     raise TimeoutError(f"the server did not answer {url} within {timeout:.0f} s")
 
 
+@dataclass(frozen=True)
+class Server:
+    base: str  #: e.g. http://127.0.0.1:PORT
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @contextmanager
-def running_server(index_dir: Path, log_path: Path, *extra: str, timeout: float = 120.0,
+def server_process(index_dir: Path, log_path: Path, *extra: str, timeout: float = 120.0,
                    token: Optional[str] = None):
-    """Yield the base URL of a `sightline serve` process; stop it afterwards.
+    """Yield a :class:`Server` running `sightline serve` on a free port; stop it afterwards.
 
     ``token`` is passed through the environment (SIGHTLINE_TOKEN), as a user would.
     """
@@ -61,7 +72,7 @@ def running_server(index_dir: Path, log_path: Path, *extra: str, timeout: float 
                 wait_ready(base + "/api/health", process, timeout, token)
             except Exception as exc:
                 raise RuntimeError(f"{exc}; server log:\n{log_path.read_text(errors='replace')[-4000:]}") from None
-            yield base
+            yield Server(base, process, Path(log_path))
         finally:
             process.send_signal(signal.SIGINT)  # uvicorn shuts down cleanly on SIGINT
             try:
@@ -69,3 +80,20 @@ def running_server(index_dir: Path, log_path: Path, *extra: str, timeout: float 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def running_server(index_dir: Path, log_path: Path, *extra: str, timeout: float = 120.0,
+                   token: Optional[str] = None):
+    """Yield the base URL of a `sightline serve` process; stop it afterwards."""
+    with server_process(index_dir, log_path, *extra, timeout=timeout, token=token) as server:
+        yield server.base
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

@@ -153,3 +153,29 @@ def test_openapi_documents_every_endpoint(client):
     assert "multipart/form-data" in upload
     assert {"ErrorResponse", "ImageDetail", "StatusResponse", "CaptionSearchResponse"} <= set(
         schema["components"]["schemas"])
+
+
+def test_deep_pages_of_more_like_this(client):
+    """Any page the schema allows is answered (k + offset + 1 beyond MAX_K used to be a 422)."""
+    everything = client.get("/api/images/1/similar", params={"k": 1000})
+    assert everything.status_code == 200 and len(everything.json()["results"]) == PHOTOS - 1
+    for offset in (999, 99_999, 100_000):
+        response = client.get("/api/images/1/similar", params={"k": 20, "offset": offset})
+        assert response.status_code == 200 and response.json()["results"] == [], (offset, response.text)
+
+
+def test_method_not_allowed_names_every_method(client):
+    """Starlette's 405 listed only the first route at the path (Allow: POST for /api/session)."""
+    response = client.request("OPTIONS", "/api/session")
+    assert response.status_code == 405 and response.json()["error"]["type"] == "method_not_allowed"
+    assert set(response.headers["allow"].split(", ")) == {"DELETE", "POST"}
+
+
+def test_blank_queries_are_outside_the_schema(client):
+    """The schema says what is refused, so clients (and schemathesis) can know."""
+    q = next(p for p in client.get("/openapi.json").json()["paths"]["/api/search/text"]["get"]["parameters"]
+             if p["name"] == "q")["schema"]
+    assert q["maxLength"] == 1000 and q["pattern"]
+    for blank in (" ", "\t\n", "\u3000", "\x1c\x1f"):
+        response = client.get("/api/search/text", params={"q": blank})
+        assert response.status_code == 422 and response.json()["error"]["type"] == "invalid_request", blank
