@@ -86,7 +86,8 @@ async def client_loop(base: str, seed: int, work: Workload, run: Run, stop: asyn
             started = time.perf_counter()
             try:
                 response = await one_request(client, kind, rng, work)
-                problem = None if response.status_code == 200 else f"{kind}: HTTP {response.status_code} {response.text[:200]}"
+                problem = None if response.status_code == 200 else \
+                    f"{kind}: HTTP {response.status_code} {response.text[:200]}"
             except Exception as exc:  # refused, reset, timed out: all errors
                 problem = f"{kind}: {type(exc).__name__}: {exc}"
             took = (time.perf_counter() - started) * 1000
@@ -137,21 +138,30 @@ def workload(base: str, seed: int = 0) -> Workload:
     import httpx
 
     with httpx.Client(base_url=base, timeout=120) as client:
-        hits = client.get("/api/search/text", params={"q": "a photo", "k": 1000}).json()["results"]
-        if not hits:
-            raise SystemExit("the index is empty")
-        uploads = []
-        for hit in hits:
-            if len(uploads) == 16:
+        ids, uploads = [], []
+        for offset in range(0, 1_000_000, 1000):
+            page = client.get("/api/search/text", params={"q": "a photo", "k": 1000, "offset": offset}).json()
+            ids += [hit["id"] for hit in page["results"]]
+            uploads += photos_of(client, page["results"], 16 - len(uploads))
+            if len(uploads) >= 16 or page["next_offset"] is None:
                 break
-            response = client.get(hit["thumbnail_url"])
-            if response.status_code == 200:  # synthetic entries have no file
-                uploads.append(response.content)
     if not uploads:
         raise SystemExit("no indexed photo could be read back to use as an upload")
     texts = queries(1000)
     random.Random(seed).shuffle(texts)
-    return Workload(texts, uploads, [h["id"] for h in hits], (0.6, 0.2, 0.2))
+    return Workload(texts, uploads, ids[:1000], (0.6, 0.2, 0.2))
+
+
+def photos_of(client, hits: list[dict], wanted: int) -> list[bytes]:
+    """Up to ``wanted`` thumbnails of these hits (entries without a file on disk have none)."""
+    found = []
+    for hit in hits:
+        if len(found) >= wanted:
+            break
+        response = client.get(hit["thumbnail_url"])
+        if response.status_code == 200:
+            found.append(response.content)
+    return found
 
 
 def report(run: Run, samples: list, measured: float, after_warmup: int, args) -> dict:
@@ -207,7 +217,8 @@ def main() -> None:
         workdir = Path(tmp)
         index_dir = args.index
         if index_dir is None:
-            model, pretrained = (args.model, args.pretrained) if (args.model or args.pretrained) else tiny_model(workdir)
+            custom = args.model or args.pretrained
+            model, pretrained = (args.model, args.pretrained) if custom else tiny_model(workdir)
             index_dir = workdir / "index"
             build_index(index_dir, workdir, model, pretrained, args.images, args.real)
         with server_process(index_dir, workdir / "server.log", "--threads", str(args.threads)) as server:
