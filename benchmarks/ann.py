@@ -81,7 +81,7 @@ def main() -> None:
     ids = np.arange(1, args.n + 1, dtype=np.int64)
     truth = exact_top10(data, queries)
     auto = choose_factory(args.n, args.dim)
-    nlist = int(2 ** round(np.log2(4 * np.sqrt(args.n))))
+    nlist = int(2 ** round(np.log2(2 * np.sqrt(args.n))))
     plans = [IndexPlan("Flat"), auto]
     plans += [IndexPlan(f"IVF{nlist},Flat", nprobe=p) for p in (16, 32, 64) if p != auto.nprobe]
     plans += [IndexPlan(f"IVF{nlist},PQ{args.dim // 4}x8", nprobe=64)]

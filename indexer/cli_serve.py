@@ -24,7 +24,7 @@ from indexer.cli_options import handle_errors, index_option, model_options, reso
               help="torch threads per inference (0: torch's default). [default: CPU cores / --threads]")
 @click.option("--thumbnail-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Thumbnail cache folder. [default: INDEX/thumbnails]")
-@click.option("--refresh", "refresh_seconds", default=30.0, show_default=True,
+@click.option("--refresh", "refresh_seconds", default=2.0, show_default=True,
               help="Seconds between checks for images a running `sightline index` added (0: never).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
 @model_options

@@ -58,6 +58,7 @@ class Store(VectorCaches):
         self._lock = threading.RLock()
         self._vectors: dict[str, Optional["VectorIndex"]] = {"files": None, "captions": None}
         self._dirty: set[str] = set()
+        self._synced: dict[str, tuple] = {}  # kind -> (index object id, db signature) at the last sync
         self._writer_lock_file = None
 
     # ----------------------------------------------------------------- opening

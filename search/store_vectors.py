@@ -91,9 +91,17 @@ class VectorCaches:
         return VectorIndex.build(self.dim, plan, ids, vectors)
 
     def _sync(self, kind: str, index: VectorIndex) -> bool:
-        """Bring ``index`` in step with the database by id; True if it changed."""
+        """Bring ``index`` in step with the database by id; True if it changed.
+
+        Ids only grow (AUTOINCREMENT), so (count, max id) changes whenever the
+        set of ids does: any insert raises the max, deletes alone lower the
+        count.  An unchanged signature skips reading every id.
+        """
         table = schema.files if kind == "files" else schema.captions
         with self._engine.connect() as conn:
+            signature = tuple(conn.execute(select(func.count(), func.max(table.c.id)).select_from(table)).one())
+            if self._synced.get(kind) == (id(index), signature):
+                return False
             db_ids = np.fromiter((r[0] for r in conn.execute(select(table.c.id))), dtype=np.int64)
         have = index.ids()
         stale = np.setdiff1d(have, db_ids, assume_unique=True)
@@ -107,6 +115,7 @@ class VectorCaches:
             index.add(np.array([r[0] for r in rows], np.int64), vectors_from_blobs([r[1] for r in rows], index.dim))
         if stale.size or missing.size:
             log.info("%s vectors: caught up with the database (+%d, -%d)", kind, missing.size, stale.size)
+        self._synced[kind] = (id(index), signature)
         return bool(stale.size or missing.size)
 
     def _apply_vectors(self, kind: str, remove: Sequence[int] = (), ids=None, vectors=None) -> None:

@@ -58,7 +58,7 @@ class Settings:
     #: far more than a second intra-op thread saves); 0: leave torch's default.
     torch_threads: Optional[int] = None
     #: How often to pick up what a concurrent `sightline index` committed (0: never).
-    refresh_seconds: float = 30.0
+    refresh_seconds: float = 2.0
     #: Load the model at startup so that the first query is warm.
     preload_model: bool = True
     #: Tests inject an engine (e.g. over a fake encoder); default: SearchEngine.open.

@@ -26,7 +26,7 @@ def test_choice_follows_collection_size():
     assert choose_factory(1000, 512).factory == "Flat"
     assert choose_factory(EXACT_LIMIT - 1, 512).factory == "Flat"
     plan = choose_factory(1_000_000, 512)
-    assert plan.factory == "IVF4096,Flat" and plan.nprobe >= 16
+    assert plan.factory == "IVF2048,Flat" and plan.nprobe >= 16
     assert choose_factory(100_000_000, 512).factory.startswith("IVF") and "PQ" in choose_factory(100_000_000, 512).factory
     assert choose_factory(10, 512, override="HNSW32").factory == "HNSW32"
 
