@@ -48,7 +48,7 @@ def test_karpathy_json(tmp_path):
 
 def test_karpathy_coco_filepath(tmp_path):
     _images(tmp_path / "val2014", ["COCO_val2014_1.jpg"])
-    ann = _karpathy(tmp_path / "dataset_coco.json", [
+    _karpathy(tmp_path / "dataset_coco.json", [
         _entry("COCO_val2014_1.jpg", "test", ["a b", "c d", "e f", "g h", "i j", "k l"], filepath="val2014"),
     ])
     ds = load_named("coco", tmp_path)
