@@ -63,10 +63,14 @@ def _spec_for(index_dir: Path, model_name: Optional[str], pretrained: Optional[s
 @click.option("--workers", type=int, default=None, envvar="SIGHTLINE_WORKERS",
               help="Decode worker processes (0: decode in the main process). [default: CPU count]")
 @click.option("--no-draft", is_flag=True, help="Always decode JPEGs at full size (slower; for comparisons).")
+@click.option("--captions", "captions_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Captions for the images (Karpathy JSON, Flickr30k CSV, or CSV/JSONL of image,caption; image "
+                   "paths relative to PATH). Sidecar PHOTO.txt files (one caption per line) are always read.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @handle_errors
-def index(path, index_dir, model_name, pretrained, device, batch_size, workers, no_draft, quiet, as_json):
+def index(path, index_dir, model_name, pretrained, device, batch_size, workers, no_draft, captions_file, quiet,
+          as_json):
     """Index the images under PATH (incremental: only new or changed files are embedded)."""
     from indexer.pipeline import IndexJob
     from search.models import load_encoder, model_id_for
@@ -80,10 +84,15 @@ def index(path, index_dir, model_name, pretrained, device, batch_size, workers, 
                        batch_size=batch_size, workers=workers, progress=not quiet and not as_json,
                        use_draft=not no_draft)
         report = job.run(str(path))
+        from indexer.captions import caption_run
+
+        captions_added = caption_run(store, lambda: job.encoder, path, captions_file)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json.dumps({**report.as_dict(), "captions_added": captions_added}, indent=2))
     else:
         _print_report(report)
+        if captions_added:
+            click.echo(f"Added {captions_added} caption(s).", err=True)
 
 
 def _print_report(report) -> None:
@@ -183,6 +192,7 @@ def _print_status(info: dict) -> None:
 
 # --- subcommands from other modules ---
 from indexer.cli_serve import serve; main.add_command(serve)  # noqa: E402,E702
+from indexer.cli_research import demo_cmd, eval_cmd, train_cmd; [main.add_command(c) for c in (eval_cmd, train_cmd, demo_cmd)]  # noqa: E402,E501,E702
 from indexer.cli_maintenance import repair; main.add_command(repair)  # noqa: E402,E702
 
 
