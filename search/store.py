@@ -306,6 +306,14 @@ class Store(VectorCaches):
             self._apply_vectors("captions", ids=ids, vectors=np.stack([i[3] for i in items]))
         return ids
 
+    def remove_captions(self, ids: Sequence[int]) -> None:
+        """Delete captions by id, with their vectors."""
+        ids = [int(i) for i in ids]
+        with self._lock, self._engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                conn.execute(delete(schema.captions).where(schema.captions.c.id.in_(ids[start:start + 500])))
+        self._apply_vectors("captions", remove=ids)
+
     def get_captions(self, ids: Sequence[int]) -> dict[int, CaptionRow]:
         c = schema.captions
         with self._engine.connect() as conn:
