@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 from indexer.decode import Decoded, DecodeTask, DecoderConfig
-from indexer.scan import ScanProblem, ScannedFile, walk_images
+from indexer.scan import ScanProblem, walk_images
 from indexer.workers import decode_all
 from search.encoder import ClipEncoder
 from search.imageio import max_pixels_from_env

@@ -18,7 +18,7 @@ from PIL import Image
 
 from search.encoder import Encoder
 from search.models import ModelSpec
-from search.errors import InvalidQueryError, ModelMismatchError, NotFoundError
+from search.errors import InvalidQueryError, ModelMismatchError
 from search.store import Store
 from search.store_records import CaptionRow, FileRow
 

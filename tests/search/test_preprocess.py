@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from search.preprocess import Preprocessor
 from tests.helpers import photo

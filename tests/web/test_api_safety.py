@@ -4,28 +4,16 @@ bodies that never carry tracebacks or server paths."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image
 
 from search.errors import ModelNotAvailableError
 from tests.helpers import FakeEncoder
+from tests.helpers import bomb_png
 from tests.web.support import fake_factory, make_settings, serve
 
 TOKEN = "correct-horse-battery"
-
-
-def bomb_png(width: int = 60_000, height: int = 60_000) -> bytes:
-    """A few hundred bytes whose header claims billions of pixels."""
-    buf = io.BytesIO()
-    Image.new("L", (8, 8)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    at = data.index(b"IHDR")
-    data[at + 4:at + 12] = struct.pack(">II", width, height)
-    data[at + 17:at + 21] = struct.pack(">I", zlib.crc32(bytes(data[at:at + 17])) & 0xFFFFFFFF)
-    return bytes(data)
 
 
 def jpeg_bytes(size=(64, 48)) -> bytes:
