@@ -146,16 +146,21 @@ def main() -> None:
         server_args = ["--threads", str(args.threads), "--refresh", "0"]
         if args.torch_threads is not None:
             server_args += ["--torch-threads", str(args.torch_threads)]
+        launched = time.perf_counter()
         with running_server(index_dir, workdir / "server.log", *server_args) as base:
             import httpx
+
+            ready_s = time.perf_counter() - launched  # process start to /api/health answering, model loaded
 
             status = httpx.get(base + "/api/status").json()
             measure(base, texts[:args.warmup], args.k)
             wall, server = measure(base, texts[args.warmup:], args.k)
             cached_wall, _ = measure(base, [texts[0]] * 100, args.k)
     report = {"images": status["images"], "model": status["model"], "dim": status["dim"], "k": args.k,
+              "ready_s": round(ready_s, 2),
               "http_ms": summary(wall), "server_ms": summary(server), "cached_http_ms": summary(cached_wall)}
-    print(f"index: {status['images']} images, model {status['model']} ({status['dim']}-d), k={args.k}")
+    print(f"index: {status['images']} images, model {status['model']} ({status['dim']}-d), k={args.k}; "
+          f"server ready (model loaded) {ready_s:.2f} s after start")
     for label, key in (("HTTP round trip, distinct queries", "http_ms"), ("  of which server-side", "server_ms"),
                        ("HTTP round trip, cached embedding", "cached_http_ms")):
         s = report[key]
