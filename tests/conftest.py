@@ -36,3 +36,15 @@ def tiny_encoder(tiny_checkpoint):
 @pytest.fixture
 def fake_encoder() -> FakeEncoder:
     return FakeEncoder()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Training tests run torch on one thread: two threads on two busy cores spin
+    against each other and are several times slower here."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

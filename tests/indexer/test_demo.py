@@ -5,7 +5,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from indexer import synthetic
@@ -13,12 +12,7 @@ from indexer.cli import main
 from indexer.datasets import load_annotations
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(*args):

@@ -19,13 +19,7 @@ from search.models import ModelSpec, load_encoder
 from tests.helpers import TINY_CONFIG
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two threads on two busy cores spin against each other; one is several times faster here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -61,3 +61,15 @@ def fake_index(tmp_path) -> tuple[Path, list[Path]]:
         store.add_files([fake_record(p, encoder) for p in photos])
         store.save()
     return index_dir, photos
+
+
+@pytest.fixture
+def exposed(fake_index, tmp_path):
+    """A client of a server bound to a non-loopback address, guarded by ``TOKEN``."""
+    from tests.web.support import TOKEN, fake_factory, make_settings, serve
+
+    index_dir, _ = fake_index
+    settings = make_settings(index_dir, tmp_path, engine_factory=fake_factory(index_dir), host="0.0.0.0",
+                             token=TOKEN)
+    with serve(settings, base_url="http://photos.example:8000") as c:
+        yield c

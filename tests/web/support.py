@@ -13,6 +13,9 @@ from search.store import Store
 from search.store_records import FileRecord
 from tests.helpers import FakeEncoder, photo
 
+#: The token of the "exposed" server fixture (tests/web/conftest.py).
+TOKEN = "correct-horse-battery"
+
 PHOTOS = 36  # more than one UI page (30), so paging is exercised
 CAPTIONS = ["a red square on grey", "a blue sky over the sea", "a green field", "a black cat",
             "a yellow taxi", "an orange at noon"]

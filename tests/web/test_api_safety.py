@@ -9,11 +9,9 @@ import pytest
 from PIL import Image
 
 from search.errors import ModelNotAvailableError
-from tests.helpers import FakeEncoder
-from tests.helpers import bomb_png
-from tests.web.support import fake_factory, make_settings, serve
+from tests.helpers import FakeEncoder, bomb_png
+from tests.web.support import TOKEN, fake_factory, make_settings, serve
 
-TOKEN = "correct-horse-battery"
 
 
 def jpeg_bytes(size=(64, 48)) -> bytes:
@@ -78,15 +76,6 @@ def test_query_length_limit(small_limit):
 
 
 # ------------------------------------------------------------------ token
-@pytest.fixture
-def exposed(fake_index, tmp_path):
-    index_dir, _ = fake_index
-    settings = make_settings(index_dir, tmp_path, engine_factory=fake_factory(index_dir), host="0.0.0.0",
-                             token=TOKEN)
-    with serve(settings, base_url="http://photos.example:8000") as c:
-        yield c
-
-
 def api_calls(client):
     """Every API operation from the OpenAPI schema, with its method."""
     for path, operations in client.app.openapi()["paths"].items():

@@ -17,9 +17,8 @@ from search.engine import SearchEngine
 from search.errors import StoreCorruptError
 from search.store import Store
 from tests.helpers import FakeEncoder
-from tests.web.support import fake_factory, make_settings, serve
+from tests.web.support import TOKEN, make_settings, serve
 
-TOKEN = "correct-horse-battery"
 CHUNK = 8192
 
 
@@ -75,15 +74,6 @@ def test_body_within_the_limit_reaches_the_app():
 
 
 # ------------------------------------------------------------------ token
-@pytest.fixture
-def exposed(fake_index, tmp_path):
-    index_dir, _ = fake_index
-    settings = make_settings(index_dir, tmp_path, engine_factory=fake_factory(index_dir), host="0.0.0.0",
-                             token=TOKEN)
-    with serve(settings, base_url="http://photos.example:8000") as c:
-        yield c
-
-
 def token_requests(client):
     """Each way a token reaches the server, as a function of the token."""
     return {
