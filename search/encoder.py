@@ -54,10 +54,8 @@ class ClipEncoder:
         pretrained: str = "",
         precision: str = "fp32",
     ):
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
-        self.precision = precision
         self.model = model.eval()
+        self.precision = "fp32"
         self.tokenizer = tokenizer
         self.preprocessor = preprocessor
         self.model_id = model_id
@@ -65,8 +63,19 @@ class ClipEncoder:
         self.device = device
         self.name = name
         self.pretrained = pretrained
+        self.set_precision(precision)
+
+    def set_precision(self, precision: str) -> None:
+        """Run in 'fp32' or 'bf16' (weights converted; see :mod:`search.precision`)."""
+        import torch
+
         from search.text_fast import text_encoder_fn
 
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.model.to(self.dtype)
+        self.precision = precision
         self._encode_text = text_encoder_fn(self.model)
 
     @property
@@ -86,8 +95,8 @@ class ClipEncoder:
         """Embed one batch of arrays produced by :attr:`preprocessor`."""
         import torch
 
-        pixels = self.preprocessor.to_batch(arrays).to(self.device)
-        with torch.inference_mode(), self._autocast():
+        pixels = self.preprocessor.to_batch(arrays).to(self.device, self.dtype)
+        with torch.inference_mode():
             features = self.model.encode_image(pixels)
         return l2_normalize(features.float().cpu().numpy())
 
@@ -98,23 +107,13 @@ class ClipEncoder:
         out = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start:start + batch_size])).to(self.device)
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode():
                 features = self._encode_text(tokens)
             out.append(l2_normalize(features.float().cpu().numpy()))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
-    def _autocast(self):
-        """bf16 autocast when asked for (opt-in: see benchmarks/precision.py)."""
-        import contextlib
-
-        import torch
-
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def __repr__(self) -> str:
-        return f"ClipEncoder({self.model_id!r}, dim={self.dim}, device={self.device!r})"
+        return f"ClipEncoder({self.model_id!r}, dim={self.dim}, device={self.device!r}, precision={self.precision!r})"
 
 
 def default_device(requested: Optional[str] = None) -> str:

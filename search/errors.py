@@ -84,3 +84,10 @@ class DatasetError(SightlineError):
 
     exit_code = 10
     http_status = 400
+
+
+class ConfigurationError(SightlineError):
+    """A setting (option or ``SIGHTLINE_*`` variable) has a value that cannot be used."""
+
+    exit_code = 2
+    http_status = 500

@@ -104,10 +104,13 @@ def _model_name(name: str) -> str:
 def load_encoder(spec: ModelSpec, device: Optional[str] = None, precision: Optional[str] = None) -> ClipEncoder:
     """Build the encoder for ``spec``; raises :class:`ModelNotAvailableError`.
 
-    ``precision``: 'fp32' (default) or 'bf16' autocast (``SIGHTLINE_PRECISION``).
+    ``precision``: 'auto' (default), 'fp32' or 'bf16'; None reads
+    ``SIGHTLINE_PRECISION`` (see :mod:`search.precision`).
     """
+    from search.precision import resolve_precision
+
     device = default_device(device)
-    precision = precision or os.environ.get("SIGHTLINE_PRECISION") or "fp32"
+    precision = resolve_precision(precision, device)
     encoder = None
     if spec.pretrained and _is_file(spec.pretrained):
         from search import checkpoint
@@ -116,7 +119,8 @@ def load_encoder(spec: ModelSpec, device: Optional[str] = None, precision: Optio
         if checkpoint.is_sightline_checkpoint(path):
             encoder = _from_sightline_checkpoint(path, device)
     encoder = encoder or _from_open_clip(spec, device)
-    encoder.precision = precision if precision in ("fp32", "bf16") else "fp32"
+    encoder.set_precision(precision)
+    log.info("loaded %s in %s", encoder.model_id, precision)
     return encoder
 
 

@@ -30,7 +30,7 @@ def tiny_model_args(tiny_checkpoint) -> list[str]:
 def tiny_encoder(tiny_checkpoint):
     from search.models import ModelSpec, load_encoder
 
-    return load_encoder(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint)), device="cpu")
+    return load_encoder(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint)), device="cpu", precision="fp32")
 
 
 @pytest.fixture
