@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import default_checkpoint, default_photos, peers_dir, require, run_measured, spread, table  # noqa: E402
 
 
-def model_only(model: str, pretrained: str, photos: Path, batch_size: int, runs: int) -> list[float]:
+def model_only(model: str, pretrained: str, photos: Path, batch_size: int, runs: int,
+               precision: str | None = None) -> list[float]:
     """img/s of encode_preprocessed alone, on decoded and preprocessed photos."""
     from search.imageio import decode_image
     from search.models import ModelSpec, load_encoder
 
-    encoder = load_encoder(ModelSpec(model, pretrained), device="cpu")
+    encoder = load_encoder(ModelSpec(model, pretrained), device="cpu", precision=precision)
     files = sorted(photos.glob("*.jpg"))[: batch_size * 2]
     arrays = [encoder.preprocessor(decode_image(f.read_bytes())[0]) for f in files]
     encoder.encode_preprocessed(arrays[:batch_size])  # warm-up
@@ -90,17 +91,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="for the job and the model-only row (an fp32 model-only row is always added)")
     parser.add_argument("--peers", action="store_true", help="also run the peers' harness and print ratios")
     args = parser.parse_args()
     args.photos = require(args.photos or default_photos(), "photo folder")
     args.pretrained = str(require(Path(args.pretrained) if args.pretrained else default_checkpoint(), "checkpoint"))
     n_images = len(list(args.photos.glob("*.jpg")))
+    os.environ["SIGHTLINE_PRECISION"] = args.precision  # the job's subprocess reads it too
+    from search.precision import resolve_precision
 
-    model_rates = model_only(args.model, args.pretrained, args.photos, args.batch_size, args.runs)
+    precision = resolve_precision(args.precision, "cpu")
+    fp32_rates = model_only(args.model, args.pretrained, args.photos, args.batch_size, args.runs, "fp32")
+    model_rates = fp32_rates if precision == "fp32" else \
+        model_only(args.model, args.pretrained, args.photos, args.batch_size, args.runs, precision)
     ours = sightline_runs(args, n_images)
     job = [r["job_img_s"] for r in ours]
     rows = [
-        ["model only (forward, preprocessed batches)", spread(model_rates), "", ""],
+        ["model only, fp32", spread(fp32_rates), "", ""],
+        [f"model only, {precision} (forward, preprocessed batches)", spread(model_rates), "", "the job's precision"],
         ["Sightline index: job rate", spread(job), "", f"{statistics.median(job) / statistics.median(model_rates):.0%} of model"],
         ["Sightline index: wall incl. start + model load", spread([r["wall_img_s"] for r in ours]),
          spread([r["wall_s"] for r in ours]), f"peak {max(r['peak_pss_mib'] for r in ours):.0f} MiB PSS ({max(r['peak_rss_mib'] for r in ours):.0f} RSS), process tree"],
@@ -112,7 +121,7 @@ def main() -> None:
             rows.append([name, spread(rate), spread(peer["walls"]),
                          f"ours {statistics.median(peer['walls']) / ours_wall:.2f}x faster; {peer['mem']:.0f} MiB"])
     print(f"{n_images} photos in {args.photos}; {args.model} / {Path(args.pretrained).name}; "
-          f"batch {args.batch_size}; {os.cpu_count()} CPUs")
+          f"batch {args.batch_size}; {precision}; {os.cpu_count()} CPUs")
     print(table(["what", "img/s median (min–max)", "wall s", "notes"], rows))
 
 

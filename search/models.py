@@ -101,11 +101,15 @@ def _model_name(name: str) -> str:
     return Path(name).stem if name.endswith(".json") else name
 
 
-def load_encoder(spec: ModelSpec, device: Optional[str] = None, precision: Optional[str] = None) -> ClipEncoder:
+def load_encoder(spec: ModelSpec, device: Optional[str] = None, precision: Optional[str] = None,
+                 lean: bool = True) -> ClipEncoder:
     """Build the encoder for ``spec``; raises :class:`ModelNotAvailableError`.
 
     ``precision``: 'auto' (default), 'fp32' or 'bf16'; None reads
-    ``SIGHTLINE_PRECISION`` (see :mod:`search.precision`).
+    ``SIGHTLINE_PRECISION`` (see :mod:`search.precision`).  ``lean``: build
+    standard architectures with local weights through :mod:`search.lean_clip`
+    (seconds faster to load, same embeddings); False always gives an
+    open_clip model (training needs one).
     """
     from search.precision import resolve_precision
 
@@ -118,6 +122,8 @@ def load_encoder(spec: ModelSpec, device: Optional[str] = None, precision: Optio
         path = Path(spec.pretrained).expanduser().resolve()
         if checkpoint.is_sightline_checkpoint(path):
             encoder = _from_sightline_checkpoint(path, device)
+    if encoder is None and lean:
+        encoder = _from_lean_clip(spec, device)
     encoder = encoder or _from_open_clip(spec, device)
     encoder.set_precision(precision)
     log.info("loaded %s in %s", encoder.model_id, precision)
@@ -200,6 +206,34 @@ def _from_open_clip(spec: ModelSpec, device: str) -> ClipEncoder:
     preprocessor = Preprocessor.from_open_clip(dict(model.visual.preprocess_cfg), transform)
     model_id = model_id_for(ModelSpec(spec.name or DEFAULT_MODEL, pretrained))
     return _probe_dim(ClipEncoder(model, tokenizer, preprocessor, model_id, 0, device, given_name, pretrained or ""))
+
+
+def _from_lean_clip(spec: ModelSpec, device: str) -> Optional[ClipEncoder]:
+    """The encoder built by search.lean_clip, or None where it does not apply."""
+    if not _is_file(spec.pretrained):
+        return None  # tags resolve through open_clip's registry and the HF cache
+    from search import lean_clip
+
+    name = spec.name or DEFAULT_MODEL
+    path = Path(name).expanduser()
+    try:
+        config = json.loads(path.read_text()) if path.suffix == ".json" else lean_clip.builtin_config(name)
+    except (OSError, ValueError):
+        return None  # open_clip's path reports the problem
+    if config is None:
+        return None
+    weights = Path(spec.pretrained).expanduser().resolve()
+    try:
+        model = lean_clip.load(config, weights)
+        tokenizer = lean_clip.tokenizer(config)
+    except lean_clip.Unsupported as why:
+        log.info("loading %s through open_clip: %s", name, why)
+        return None
+    given_name = str(path.resolve()) if path.suffix == ".json" else name
+    preprocessor = Preprocessor.from_open_clip(lean_clip.preprocess_cfg(config), transform=None)
+    model_id = model_id_for(ModelSpec(name, str(weights)))
+    return _probe_dim(ClipEncoder(model.to(device), tokenizer, preprocessor, model_id, 0, device, given_name,
+                                  str(weights)))
 
 
 @contextmanager

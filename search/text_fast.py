@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 def text_encoder_fn(model) -> Callable:
     """The fastest exact text encoder for ``model`` (an open_clip model or a
     Sightline dual encoder wrapping one)."""
+    if getattr(model, "truncates_text", False):
+        return model.encode_text
     inner = getattr(model, "clip", None)
     if inner is not None and hasattr(model, "text_head"):
         fast = _truncating_encoder(inner)

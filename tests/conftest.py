@@ -33,6 +33,14 @@ def tiny_encoder(tiny_checkpoint):
     return load_encoder(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint)), device="cpu", precision="fp32")
 
 
+@pytest.fixture(scope="session")
+def open_clip_encoder(tiny_checkpoint):
+    """The tiny model built by open_clip itself (the reference for the lean loader)."""
+    from search.models import ModelSpec, load_encoder
+
+    return load_encoder(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint)), device="cpu", precision="fp32", lean=False)
+
+
 @pytest.fixture
 def fake_encoder() -> FakeEncoder:
     return FakeEncoder()

@@ -51,7 +51,7 @@ def load_towers(model_name: Optional[str], pretrained: Optional[str], mode: str,
     if spec.pretrained and Path(spec.pretrained).expanduser().is_file() and \
             checkpoint.is_sightline_checkpoint(Path(spec.pretrained).expanduser()):
         return _checkpoint_towers(Path(spec.pretrained).expanduser().resolve())
-    encoder = load_encoder(spec, "cpu", precision="fp32")  # training needs fp32 weights
+    encoder = load_encoder(spec, "cpu", precision="fp32", lean=False)  # training needs open_clip's fp32 model
     name = resolve_model_name(encoder.name)  # the config name, whatever form it was given in
     return Towers(encoder.model, name, _open_clip_cfg(name, encoder.model), dict(encoder.model.visual.preprocess_cfg),
                   encoder.tokenizer, encoder.preprocessor, encoder.model_id)

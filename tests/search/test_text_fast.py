@@ -9,11 +9,11 @@ TEXTS = ["a dog", "a photo of a dog on the beach at sunset with two people and a
          "", "x " * 60, "ünïcødé and emoji 📷"]
 
 
-def test_truncated_text_encoder_equals_full(tiny_encoder):
-    model = tiny_encoder.model
+def test_truncated_text_encoder_equals_full(open_clip_encoder):
+    model = open_clip_encoder.model
     fast = text_encoder_fn(model)
     assert fast != model.encode_text  # the fast path is in use for this architecture
-    tokens = tiny_encoder.tokenizer(TEXTS)
+    tokens = open_clip_encoder.tokenizer(TEXTS)
     with torch.inference_mode():
         full = model.encode_text(tokens).numpy()
         cut = fast(tokens).numpy()
@@ -39,8 +39,11 @@ def test_vit_b_32_architecture_equal_too():
     assert torch.allclose(full, cut, atol=1e-4, rtol=1e-3)
 
 
-def test_encoder_uses_it(tiny_encoder):
+def test_encoders_use_it(tiny_encoder, open_clip_encoder):
+    """Both the lean model and open_clip's equal open_clip's encode_text over all 77 positions."""
     with torch.inference_mode():
-        ref = tiny_encoder.model.encode_text(tiny_encoder.tokenizer(TEXTS)).numpy()
+        ref = open_clip_encoder.model.encode_text(open_clip_encoder.tokenizer(TEXTS)).numpy()
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
-    assert np.allclose(tiny_encoder.encode_texts(TEXTS), ref, atol=1e-5)
+    assert type(tiny_encoder.model).__name__ == "LeanCLIP"
+    for encoder in (tiny_encoder, open_clip_encoder):
+        assert np.allclose(encoder.encode_texts(TEXTS), ref, atol=1e-5)
