@@ -55,6 +55,10 @@ class SearchEngine:
         self._encoder = encoder if not callable(encoder) or hasattr(encoder, "encode_texts") else None
         self._factory = None if self._encoder is not None else encoder
         self._encoder_lock = threading.Lock()
+        # One forward pass at a time: torch already spreads each one over all
+        # cores, and concurrent passes only fight over them (each caller
+        # thread gets its own OpenMP team), which costs more than it overlaps.
+        self._model_lock = threading.Lock()
         self._text_cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
         self._cache_lock = threading.Lock()
         self._cache_size = cache_size
@@ -109,7 +113,9 @@ class SearchEngine:
             if cached is not None:
                 self._text_cache.move_to_end(query)
                 return cached
-        vector = self.encoder.encode_texts([query])[0]
+        encoder = self.encoder
+        with self._model_lock:
+            vector = encoder.encode_texts([query])[0]
         with self._cache_lock:
             self._text_cache[query] = vector
             while len(self._text_cache) > self._cache_size:
@@ -117,7 +123,9 @@ class SearchEngine:
         return vector
 
     def embed_image(self, image: Image.Image) -> np.ndarray:
-        return self.encoder.encode_images([image])[0]
+        encoder = self.encoder
+        with self._model_lock:
+            return encoder.encode_images([image])[0]
 
     # ---------------------------------------------------------------- queries
     def search_text(self, query: str, k: int = 20, offset: int = 0, min_score: Optional[float] = None) -> list[ImageHit]:

@@ -53,9 +53,9 @@ class Settings:
     thumbnail_dir: Optional[Path] = None
     #: Worker threads for model inference, FAISS search and image decoding.
     threads: int = 4
-    #: torch intra-op threads per inference.  None: cores / worker threads, so
-    #: concurrent queries never oversubscribe the CPU (which costs tail latency
-    #: far more than a second intra-op thread saves); 0: leave torch's default.
+    #: torch intra-op threads per inference.  None: all cores; the engine runs
+    #: one forward pass at a time, so concurrent queries queue for the model
+    #: instead of oversubscribing the CPU; 0: leave torch's default.
     torch_threads: Optional[int] = None
     #: How often to pick up what a concurrent `sightline index` committed (0: never).
     refresh_seconds: float = 2.0
@@ -75,7 +75,7 @@ class Settings:
             return None
         if self.torch_threads is not None:
             return self.torch_threads
-        return max(1, (os.cpu_count() or 1) // self.threads)
+        return max(1, os.cpu_count() or 1)
 
     @property
     def thumbnails(self) -> Path:

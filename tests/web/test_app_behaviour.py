@@ -45,7 +45,8 @@ def test_slow_queries_do_not_block_other_requests(fake_index, tmp_path):
         total = time.perf_counter() - started
     assert results == {"one": 200, "two": 200, "three": 200}
     assert health_took < SlowEncoder.delay / 2  # answered while the searches were running
-    assert total < 2 * SlowEncoder.delay  # the three searches ran side by side, not one after another
+    # The forward passes queued for the model (one at a time, each on every core).
+    assert total >= 2.5 * SlowEncoder.delay
 
 
 def test_empty_index_answers_without_a_model(tmp_path):
@@ -146,11 +147,37 @@ def test_engine_kept_on_app_state(fake_index, tmp_path):
         assert c.app.state.service.engine is engine  # one engine for all requests
 
 
+def test_engine_runs_one_forward_pass_at_a_time(tmp_path):
+    running, most = [0], [0]
+    guard = threading.Lock()
+
+    class Slow(FakeEncoder):
+        def encode_texts(self, texts, batch_size=64):
+            with guard:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.02)
+            with guard:
+                running[0] -= 1
+            return super().encode_texts(texts, batch_size)
+
+    store = Store.open(tmp_path / "index", create=True)
+    engine = SearchEngine(store, Slow())
+    threads = [threading.Thread(target=engine.embed_text, args=(f"query {i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    assert len(engine._text_cache) == 8
+
+
 def test_torch_threads_never_oversubscribe(tmp_path, monkeypatch):
+    """Each forward pass gets every core, and passes run one at a time."""
     from web.settings import Settings
 
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert Settings(tmp_path, threads=4).intra_op_threads == 4
-    assert Settings(tmp_path, threads=32).intra_op_threads == 1
+    assert Settings(tmp_path, threads=4).intra_op_threads == 16
+    assert Settings(tmp_path, threads=32).intra_op_threads == 16
     assert make_settings(tmp_path, tmp_path, torch_threads=3).intra_op_threads == 3
     assert make_settings(tmp_path, tmp_path, torch_threads=0).intra_op_threads is None
