@@ -114,7 +114,7 @@ def init_worker(config: DecoderConfig, known_hashes: frozenset) -> None:
     _worker_config, _worker_known = config, known_hashes
     # Leave the cores to the model process when it is busy.
     try:
-        os.nice(5)
+        os.nice(19)
     except OSError:
         pass
 
