@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -56,12 +55,10 @@ class SearchEngine:
         self._encoder = encoder if not callable(encoder) or hasattr(encoder, "encode_texts") else None
         self._factory = None if self._encoder is not None else encoder
         self._encoder_lock = threading.Lock()
-        # Every forward pass runs on one dedicated thread, one at a time: torch
-        # already spreads each pass over all cores, while passes from several
-        # threads would each bring an OpenMP team whose spinning threads take
-        # cores from the others.
-        self._model_thread: Optional[ThreadPoolExecutor] = None
-        self._model_thread_lock = threading.Lock()
+        # One forward pass at a time: torch already spreads each one over all
+        # cores, and concurrent passes only fight over them (each caller
+        # thread gets its own OpenMP team), which costs more than it overlaps.
+        self._model_lock = threading.Lock()
         self._text_cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
         self._cache_lock = threading.Lock()
         self._cache_size = cache_size
@@ -88,19 +85,7 @@ class SearchEngine:
         return cls(store, load)
 
     def close(self) -> None:
-        if self._model_thread is not None:
-            self._model_thread.shutdown(wait=True)
         self.store.close()
-
-    def _on_model_thread(self, fn: Callable, *args):
-        with self._model_thread_lock:
-            if self._model_thread is None:
-                self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="sightline-model")
-        return self._model_thread.submit(fn, *args).result()
-
-    def warm_up(self) -> None:
-        """Load the model and run it once, so that the first query is as fast as the rest."""
-        self._on_model_thread(self.encoder.encode_texts, ["warm up"])
 
     @property
     def encoder(self) -> Encoder:
@@ -128,7 +113,9 @@ class SearchEngine:
             if cached is not None:
                 self._text_cache.move_to_end(query)
                 return cached
-        vector = self._on_model_thread(self.encoder.encode_texts, [query])[0]
+        encoder = self.encoder
+        with self._model_lock:
+            vector = encoder.encode_texts([query])[0]
         with self._cache_lock:
             self._text_cache[query] = vector
             while len(self._text_cache) > self._cache_size:
@@ -136,7 +123,9 @@ class SearchEngine:
         return vector
 
     def embed_image(self, image: Image.Image) -> np.ndarray:
-        return self._on_model_thread(self.encoder.encode_images, [image])[0]
+        encoder = self.encoder
+        with self._model_lock:
+            return encoder.encode_images([image])[0]
 
     # ---------------------------------------------------------------- queries
     def search_text(self, query: str, k: int = 20, offset: int = 0, min_score: Optional[float] = None) -> list[ImageHit]:

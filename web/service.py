@@ -56,7 +56,7 @@ class SearchService:
             return  # empty index: the model it will use is not known yet
         limit_torch_threads(self.settings.intra_op_threads)
         try:
-            self.engine.warm_up()
+            self.engine.encoder.encode_texts(["warm up"])
             self.model_loaded = True
         except Exception as exc:  # keep serving metadata; queries will report it
             self.model_error = f"{type(exc).__name__}: {exc}"
