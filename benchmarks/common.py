@@ -57,7 +57,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
 
 
-def _tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -78,7 +79,7 @@ def _tree(root: int) -> list[int]:
 def _tree_memory(root: int) -> tuple[int, int]:
     """(summed RSS, summed PSS) in bytes over the process tree of ``root``."""
     rss = pss = 0
-    for pid in _tree(root):
+    for pid in process_tree(root):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:

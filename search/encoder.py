@@ -55,7 +55,6 @@ class ClipEncoder:
         precision: str = "fp32",
     ):
         self.model = model.eval()
-        self.precision = "fp32"
         self.tokenizer = tokenizer
         self.preprocessor = preprocessor
         self.model_id = model_id

@@ -10,10 +10,9 @@ token and a causal text transformer pooled at the end-of-text token, as in
 ViT-B-32, ViT-B-16, ViT-L-14 and their ``-quickgelu`` variants) this module
 builds the same modules under the same names, skipping their random
 initialisation, and assigns the checkpoint's tensors straight from a
-memory-mapped file.  A
-strict ``load_state_dict`` proves the architecture matches; anything this
-module does not recognise raises :class:`Unsupported` and the caller uses
-open_clip itself.  The tokenizer is open_clip's own code, loaded from its
+memory-mapped file.  A strict ``load_state_dict`` proves the architecture
+matches; anything this module does not recognise raises :class:`Unsupported`
+and the caller uses open_clip itself.  The tokenizer is open_clip's own code, loaded from its
 file.  Embeddings equal open_clip's (tested).
 """
 
@@ -28,9 +27,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Config keys this module implements, with the value open_clip defaults them to
 # (None: any value is understood).  Other keys, or other values, mean Unsupported.
@@ -60,12 +56,9 @@ def builtin_config(name: str) -> Optional[dict]:
 
 
 def preprocess_cfg(config: dict) -> dict:
-    """The preprocessing open_clip derives for ``config`` when the weights are a plain file."""
-    size = config["vision_cfg"]["image_size"]
-    cfg = {"size": size, "mean": OPENAI_MEAN, "std": OPENAI_STD, "interpolation": "bicubic",
-           "resize_mode": "shortest"}
-    cfg.update(config.get("preprocess_cfg") or {})
-    return cfg
+    """The preprocessing open_clip derives for ``config`` when the weights are a plain file
+    (:meth:`search.preprocess.Preprocessor.from_open_clip` fills in open_clip's defaults)."""
+    return {"size": config["vision_cfg"]["image_size"], **(config.get("preprocess_cfg") or {})}
 
 
 def load(config: dict, weights: Path) -> "LeanCLIP":

@@ -14,13 +14,10 @@ a cosine of 0.9999 does not move search results.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from typing import Optional
 
 from search.errors import ConfigurationError
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -43,7 +40,7 @@ def native_bf16(device: str) -> bool:
 
         return bool(torch.cuda.is_bf16_supported())
     if kind == "cpu":
-        return "avx512_bf16" in _cpu_flags() or "amx_bf16" in _cpu_flags()
+        return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
     return False
 
 

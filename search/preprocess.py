@@ -19,6 +19,11 @@ from PIL import Image
 _INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
+# open_clip's defaults (PreprocessCfg) when a model config names no others.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
 @dataclass(frozen=True)
 class Preprocessor:
     """Turns a decoded RGB image into model input.
@@ -50,8 +55,8 @@ class Preprocessor:
         fast = square and interpolation in _INTERPOLATIONS and resize_mode in ("shortest", "squash")
         return cls(
             size=size,
-            mean=tuple(float(m) for m in _three(preprocess_cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))),
-            std=tuple(float(s) for s in _three(preprocess_cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))),
+            mean=tuple(float(m) for m in _three(preprocess_cfg.get("mean", OPENAI_MEAN))),
+            std=tuple(float(s) for s in _three(preprocess_cfg.get("std", OPENAI_STD))),
             interpolation=interpolation,
             resize_mode=resize_mode,
             fallback=None if fast else transform,

@@ -8,18 +8,15 @@ animations, broken EXIF, strange names, symlink loops, FIFOs and devices.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import threading
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-import indexer.decode
+from benchmarks.common import process_tree
 from indexer.cli import main
 from indexer.pipeline import IndexJob
 from search.errors import ImageDecodeError
@@ -157,24 +154,6 @@ def test_failures_are_retried_when_the_file_changes(tmp_path, tiny_encoder):
 
 
 # ------------------------------------------------------------------ memory
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 def _memory_kb(pid: int) -> tuple[int, int]:
     """(VmHWM, VmRSS) in kB: the process's peak and current resident memory."""
     values = {}
@@ -225,7 +204,7 @@ def test_indexing_bombs_and_big_images_in_bounded_memory(tmp_path, tiny_model_ar
     peaks: dict[int, int] = {}
     peak_total = 0
     while proc.poll() is None:
-        tree = _descendants(proc.pid)
+        tree = process_tree(proc.pid)
         total = 0
         for pid in tree:
             hwm, rss = _memory_kb(pid)
