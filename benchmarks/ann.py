@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import percentiles, table  # noqa: E402
-from search.vectors import IndexPlan, VectorIndex, choose_factory  # noqa: E402
+from sightline.search.vectors import IndexPlan, VectorIndex, choose_factory  # noqa: E402
 
 
 def clustered(n: int, dim: int, seed: int, centres: np.ndarray, noise: float = 0.05) -> np.ndarray:

@@ -61,9 +61,9 @@ def tiny_model(workdir: Path) -> tuple[str, str]:
 
 
 def build_index(index_dir: Path, workdir: Path, model: str, pretrained: str, images: int, real: int) -> None:
-    from indexer.pipeline import IndexJob
-    from search.models import ModelSpec, load_encoder
-    from search.store import Store
+    from sightline.indexer.pipeline import IndexJob
+    from sightline.search.models import ModelSpec, load_encoder
+    from sightline.search.store import Store
     from tests.helpers import write_photos
 
     encoder = load_encoder(ModelSpec(model, pretrained), device="cpu")
@@ -83,7 +83,7 @@ def add_synthetic(store, dim: int, count: int, batch: int = 5000) -> None:
     """Random unit vectors with made-up paths: as costly to search as real ones."""
     import numpy as np
 
-    from search.store_records import FileRecord
+    from sightline.search.store_records import FileRecord
 
     rng = np.random.default_rng(0)
     for start in range(0, count, batch):

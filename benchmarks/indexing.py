@@ -30,8 +30,8 @@ from benchmarks.common import default_checkpoint, default_photos, peers_dir, req
 def model_only(model: str, pretrained: str, photos: Path, batch_size: int, runs: int,
                precision: str | None = None) -> list[float]:
     """img/s of encode_preprocessed alone, on decoded and preprocessed photos."""
-    from search.imageio import decode_image
-    from search.models import ModelSpec, load_encoder
+    from sightline.search.imageio import decode_image
+    from sightline.search.models import ModelSpec, load_encoder
 
     encoder = load_encoder(ModelSpec(model, pretrained), device="cpu", precision=precision)
     files = sorted(photos.glob("*.jpg"))[: batch_size * 2]
@@ -50,9 +50,9 @@ def sightline_runs(args, n_images: int) -> list[dict]:
     results = []
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "indexer.cli", "index", str(args.photos), "--index", f"{tmp}/index",
+            cmd = [sys.executable, "-m", "sightline", "index", str(args.photos), "--index", f"{tmp}/index",
                    "--model", args.model, "--pretrained", args.pretrained, "--batch-size", str(args.batch_size),
-                   "--json"]
+                   "--precision", args.precision, "--json"]
             if args.workers is not None:
                 cmd += ["--workers", str(args.workers)]
             env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -98,8 +98,7 @@ def main() -> None:
     args.photos = require(args.photos or default_photos(), "photo folder")
     args.pretrained = str(require(Path(args.pretrained) if args.pretrained else default_checkpoint(), "checkpoint"))
     n_images = len(list(args.photos.glob("*.jpg")))
-    os.environ["SIGHTLINE_PRECISION"] = args.precision  # the job's subprocess reads it too
-    from search.precision import resolve_precision
+    from sightline.search.precision import resolve_precision
 
     precision = resolve_precision(args.precision, "cpu")
     fp32_rates = model_only(args.model, args.pretrained, args.photos, args.batch_size, args.runs, "fp32")

@@ -32,8 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from search.imageio import decode_image
-    from search.models import ModelSpec, load_encoder
+    from sightline.search.imageio import decode_image
+    from sightline.search.models import ModelSpec, load_encoder
 
     pretrained = str(require(Path(args.pretrained) if args.pretrained else default_checkpoint(), "checkpoint"))
     photos = require(args.photos or default_photos(), "photo folder")
@@ -71,7 +71,7 @@ def _int8_encoder(base):
     """fp32 model with its Linear layers dynamically quantised to int8."""
     import torch
 
-    from search.text_fast import text_encoder_fn
+    from sightline.search.text_fast import text_encoder_fn
 
     enc = copy.copy(base)
     enc.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(base.model), {torch.nn.Linear}, dtype=torch.qint8)

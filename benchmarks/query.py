@@ -36,8 +36,8 @@ def queries(n: int, seed: int = 0) -> list[str]:
 
 
 def fill_store(folder: Path, encoder, n: int):
-    from search.store import ModelInfo, Store
-    from search.store_records import FileRecord
+    from sightline.search.store import ModelInfo, Store
+    from sightline.search.store_records import FileRecord
 
     store = Store.open(folder, create=True)
     store.bind_model(ModelInfo(encoder.model_id, encoder.dim, encoder.name, encoder.pretrained))
@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--pretrained", default=None)
     args = parser.parse_args()
-    from search.engine import SearchEngine
-    from search.models import ModelSpec, load_encoder
+    from sightline.search.engine import SearchEngine
+    from sightline.search.models import ModelSpec, load_encoder
 
     pretrained = str(require(Path(args.pretrained) if args.pretrained else default_checkpoint(), "checkpoint"))
     encoder = load_encoder(ModelSpec(args.model, pretrained), device="cpu")

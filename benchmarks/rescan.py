@@ -43,7 +43,7 @@ def main() -> None:
         tmp = Path(tmp)
         make_folder(tmp / "photos", args.files)
         checkpoint = make_tiny_checkpoint(tmp / "tiny.pt")
-        base = [sys.executable, "-m", "indexer.cli", "index", str(tmp / "photos"), "--index", str(tmp / "index"),
+        base = [sys.executable, "-m", "sightline", "index", str(tmp / "photos"), "--index", str(tmp / "index"),
                 "--model", str(TINY_CONFIG), "--pretrained", str(checkpoint), "--json"]
         first = json.loads(subprocess.run(base, check=True, capture_output=True, text=True).stdout)
         assert first["indexed"] + first["reused"] == args.files, first
@@ -54,8 +54,8 @@ def main() -> None:
             walls.append(time.perf_counter() - start)
             assert json.loads(out)["unchanged"] == args.files
         jobs = []
-        from indexer.pipeline import IndexJob
-        from search.store import Store
+        from sightline.indexer.pipeline import IndexJob
+        from sightline.search.store import Store
 
         for _ in range(args.runs):
             with Store.open(tmp / "index") as store:

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, Union
 
-from indexer.datasets import load_annotations
-from search.errors import ModelMismatchError
-from search.store import Store
+from sightline.indexer.datasets import load_annotations
+from sightline.search.encoder import LazyEncoder
+from sightline.search.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def index_captions(store: Store, encoder: EncoderOrFactory, captions: Mapping[st
     zero-argument factory, called only when there is something to embed.
     Returns how many captions were embedded and added.
     """
-    get_encoder = _lazy(store, encoder)
+    get_encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.root}").get
     states = store.file_states()
     wanted: list[tuple[int, list[str]]] = []
     stale: list[int] = []
@@ -105,25 +105,6 @@ def index_captions(store: Store, encoder: EncoderOrFactory, captions: Mapping[st
     if stale:
         store.remove_captions(stale)
     return added
-
-
-def _lazy(store: Store, encoder: EncoderOrFactory) -> Callable[[], object]:
-    """The encoder on first use, checked against the index's model."""
-    loaded: list = []
-
-    def get():
-        if not loaded:
-            instance = encoder if hasattr(encoder, "encode_texts") else encoder()
-            info = store.model_info()
-            if info is not None and info.model_id != instance.model_id:
-                raise ModelMismatchError(
-                    f"the index at {store.root} was built with {info.model_id!r}; captions must be embedded "
-                    f"with the same model, not {instance.model_id!r}"
-                )
-            loaded.append(instance)
-        return loaded[0]
-
-    return get
 
 
 def _embed_and_add(store: Store, get_encoder: Callable[[], object], wanted: list[tuple[int, list[str]]],

@@ -15,9 +15,9 @@ from typing import Optional
 
 import numpy as np
 
-from search.errors import ImageDecodeError
-from search.imageio import ImageInfo, decode_image
-from search.preprocess import Preprocessor
+from sightline.search.errors import ImageDecodeError
+from sightline.search.imageio import ImageInfo, decode_image
+from sightline.search.preprocess import Preprocessor
 
 #: Files larger than this are refused before being read into memory.
 MAX_FILE_BYTES = 512 * 1024 * 1024

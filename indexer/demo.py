@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from indexer import synthetic
-from indexer.captions import index_captions
-from indexer.datasets import load_annotations
-from indexer.evaluate import EvalResult, PlotUnavailableError, evaluate, plot_recall
-from indexer.train import DatasetRef, TrainConfig, TrainJob, TrainResult, run_training
-from indexer.train.state import load_state, state_path
-from search.metrics import format_table
+from sightline.indexer import synthetic
+from sightline.indexer.captions import index_captions
+from sightline.indexer.datasets import load_annotations
+from sightline.indexer.evaluate import EvalResult, PlotUnavailableError, evaluate, plot_recall
+from sightline.indexer.train import DatasetRef, TrainConfig, TrainJob, TrainResult, run_training
+from sightline.indexer.train.state import load_state, state_path
+from sightline.search.metrics import format_table
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def run_demo(settings: DemoSettings, log: Optional[Callable[[str], None]] = None
         timings["train_prepare"] = training.prepare_seconds
 
     say("[3/4] Measuring recall on the test split ...")
-    from search.models import ModelSpec, load_encoder
+    from sightline.search.models import ModelSpec, load_encoder
 
     started = time.perf_counter()
     encoder = load_encoder(ModelSpec(None, str(checkpoint)), settings.device)
@@ -166,8 +166,8 @@ def _plot(evaluation: EvalResult, path: Path) -> Optional[Path]:
 
 
 def _index(index_dir: Path, encoder, folder: Path, captions: dict, settings: DemoSettings) -> None:
-    from indexer.pipeline import IndexJob
-    from search.store import Store
+    from sightline.indexer.pipeline import IndexJob
+    from sightline.search.store import Store
 
     if (index_dir / "sightline.db").exists():
         with Store.open(index_dir) as store:

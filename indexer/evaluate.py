@@ -16,10 +16,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from indexer.datasets import CaptionDataset
-from indexer.datasets.pixels import pixel_batches
-from search.errors import SightlineError
-from search.metrics import RetrievalResult, format_table, image_text_retrieval
+from sightline.indexer.datasets import CaptionDataset
+from sightline.indexer.datasets.pixels import pixel_batches
+from sightline.search.errors import SightlineError
+from sightline.search.imageio import DEFAULT_MAX_PIXELS
+from sightline.search.metrics import RetrievalResult, format_table, image_text_retrieval
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class EvalResult:
 
 
 def embed_dataset(encoder, dataset: CaptionDataset, batch_size: int = 64, workers: Optional[int] = None,
-                  progress: bool = False, max_captions: Optional[int] = None
+                  progress: bool = False, max_captions: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image vectors, caption vectors, caption -> image index) for every image of ``dataset``."""
     from tqdm import tqdm
@@ -63,7 +64,7 @@ def embed_dataset(encoder, dataset: CaptionDataset, batch_size: int = 64, worker
     paths = [item.image for item in dataset]
     image_vectors: Optional[np.ndarray] = None
     bar = tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr, disable=not progress)
-    for indices, arrays in pixel_batches(paths, encoder.preprocessor, batch_size, workers):
+    for indices, arrays in pixel_batches(paths, encoder.preprocessor, batch_size, workers, max_pixels=max_pixels):
         vectors = encoder.encode_preprocessed(arrays)
         if image_vectors is None:
             image_vectors = np.zeros((len(paths), vectors.shape[1]), np.float32)
@@ -87,10 +88,10 @@ def embed_dataset(encoder, dataset: CaptionDataset, batch_size: int = 64, worker
 
 def evaluate(encoder, dataset: CaptionDataset, split_name: str, batch_size: int = 64,
              workers: Optional[int] = None, progress: bool = False,
-             max_captions: Optional[int] = None) -> EvalResult:
+             max_captions: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> EvalResult:
     """Recall@k both ways on ``dataset`` (already narrowed to the split)."""
     started = time.perf_counter()
-    images, texts, owner = embed_dataset(encoder, dataset, batch_size, workers, progress, max_captions)
+    images, texts, owner = embed_dataset(encoder, dataset, batch_size, workers, progress, max_captions, max_pixels)
     retrieval = image_text_retrieval(images, texts, owner)
     return EvalResult(dataset.name, split_name, encoder.model_id, retrieval, time.perf_counter() - started)
 

@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from indexer.decode import Decoded, DecodeTask, DecoderConfig
-from indexer.scan import ScanProblem, walk_images
-from indexer.workers import decode_all
-from search.encoder import ClipEncoder
-from search.imageio import max_pixels_from_env
-from search.store import ModelInfo, Store
-from search.store_records import FailureRecord, FileRecord, FileState
+from sightline.indexer.decode import Decoded, DecodeTask, DecoderConfig
+from sightline.indexer.scan import ScanProblem, walk_images
+from sightline.indexer.workers import decode_all
+from sightline.search.encoder import ClipEncoder, LazyEncoder, check_model
+from sightline.search.imageio import DEFAULT_MAX_PIXELS
+from sightline.search.store import Kind, ModelInfo, Store
+from sightline.search.store_records import FailureRecord, FileRecord, FileState
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +71,19 @@ class IndexJob:
 
     def __init__(self, store: Store, encoder: "ClipEncoder | Callable[[], ClipEncoder]", *,
                  model_id: Optional[str] = None, batch_size: int = 32, workers: Optional[int] = None,
-                 progress: bool = True, use_draft: bool = True, max_pixels: Optional[int] = None):
+                 progress: bool = True, use_draft: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.store = store
-        self._encoder = encoder if hasattr(encoder, "encode_preprocessed") else None
-        self._factory = None if self._encoder is not None else encoder
-        self.model_id = model_id or (self._encoder.model_id if self._encoder else None)
+        self._encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.root}")
+        self.model_id = model_id or getattr(encoder, "model_id", None)
         self.batch_size = max(1, batch_size)
         self.workers = default_workers() if workers is None else workers
         self.progress = progress
         self.use_draft = use_draft
-        self.max_pixels = max_pixels or max_pixels_from_env()
+        self.max_pixels = max_pixels
 
     @property
     def encoder(self) -> ClipEncoder:
-        if self._encoder is None:
-            self._encoder = self._factory()
-        return self._encoder
+        return self._encoder.get()
 
     def _bind_model(self) -> None:
         enc = self.encoder
@@ -96,17 +93,16 @@ class IndexJob:
         root = os.path.abspath(root)
         started = time.perf_counter()
         report = IndexReport(root=root)
-        self.store.acquire_writer_lock()
-        try:
+        with self.store.writer():
             current = self.store.model_info()
-            if current is not None and self.model_id is not None and current.model_id != self.model_id:
-                self.store.bind_model(ModelInfo(self.model_id, current.dim, "", ""))  # raises the mismatch
+            if self.model_id is not None:
+                check_model(current, self.model_id, f"the index at {self.store.root}")
             previous = self.store.last_run()
             run_id = self.store.start_run(root)
             if previous is not None and previous["finished_at"] is None and current is not None:
                 # The last run was killed: what it committed never reached the FAISS files.
                 # Catch them up once here (saved below), not in every reader until the next change.
-                self.store.vectors("files"), self.store.vectors("captions")
+                self.store.vectors(Kind.FILES), self.store.vectors(Kind.CAPTIONS)
             plan = self._plan(root, report)
             if plan.todo:
                 self._bind_model()
@@ -118,9 +114,6 @@ class IndexJob:
             self.store.save()  # before the run is marked finished: "finished" means the FAISS files are current
             self.store.finish_run(run_id, indexed=report.indexed, reused=report.reused,
                                   skipped=report.unchanged, removed=report.removed, failed=len(report.failed))
-        finally:
-            self.store.save()
-            self.store.release_writer_lock()
         return report
 
     # ------------------------------------------------------------------ plan
@@ -256,9 +249,7 @@ def _inside_any(path: str, problems: Iterable[ScanProblem]) -> bool:
 
 
 def default_workers() -> int:
-    env = os.environ.get("SIGHTLINE_WORKERS")
-    if env:
-        return int(env)
+    """Decode workers when none are asked for: one per core, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
 
 

@@ -20,15 +20,16 @@ from typing import Iterator
 
 import numpy as np
 
-from search.errors import StoreCorruptError
-from search.store import Store
-from search.store_records import path_str
-from search.vectors import VectorIndex
+from sightline.search.errors import StoreCorruptError
+from sightline.search.store import Kind, Store
+from sightline.search.store_records import path_str
+from sightline.search.store_vectors import TABLES, VECTOR_FILES
+from sightline.search.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
 #: (store kind, table, FAISS file name)
-KINDS = (("files", "files", "images.faiss"), ("captions", "captions", "captions.faiss"))
+KINDS = tuple((kind, TABLES[kind].name, VECTOR_FILES[kind]) for kind in Kind)
 #: Stored embeddings are L2-normalised; anything further off than this is damage.
 NORM_TOLERANCE = 1e-3
 _CHUNK = 4096
@@ -53,7 +54,7 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     # For repair: rows whose stored embedding is unusable; failure records of indexed files.
-    bad_ids: dict[str, list[int]] = field(default_factory=lambda: {"files": [], "captions": []})
+    bad_ids: dict[Kind, list[int]] = field(default_factory=lambda: {kind: [] for kind in Kind})
     failed_but_indexed: list[str] = field(default_factory=list)
 
     @property
@@ -92,7 +93,7 @@ def verify(store: Store) -> Report:
                 report.add(db.name, FATAL, f"{db} holds vectors but records no model")
             return report
         for kind, table, filename in KINDS:
-            _check_kind(store, conn, kind, table, store.root / filename, info.dim, report)
+            _check_kind(store, conn, kind, table, store.vector_file(kind), info.dim, report)
         report.failed_but_indexed = [path_str(r[0]) for r in conn.execute(
             "SELECT path FROM failures WHERE path IN (SELECT path FROM files)")]
         if report.failed_but_indexed:
@@ -153,7 +154,7 @@ def _check_kind(store: Store, conn, kind: str, table: str, path: Path, dim: int,
         if raw is not None:
             mismatched += _count_mismatches(raw, ids[good], vectors[good], unique_ids)
     if report.bad_ids[kind]:
-        what = "image(s)" if kind == "files" else "caption(s)"
+        what = "image(s)" if kind == Kind.FILES else "caption(s)"
         report.add(store.db_path.name, DAMAGED,
                    f"{len(report.bad_ids[kind])} {what} with a damaged stored embedding (wrong size, not finite "
                    f"or not unit length), e.g. id {report.bad_ids[kind][0]}")
@@ -177,7 +178,7 @@ def _load_faiss(store: Store, kind: str, path: Path, dim: int, report: Report):
     import faiss
 
     if not path.exists():
-        if report.images if kind == "files" else report.captions:
+        if report.images if kind == Kind.FILES else report.captions:
             report.add(path.name, STALE, f"{path.name} is missing; rebuilt automatically on next use")
         return None, None
     plan = store.index_plan(kind)
@@ -206,15 +207,14 @@ def _count_mismatches(raw, ids: np.ndarray, vectors: np.ndarray, faiss_ids: np.n
 
 
 # ------------------------------------------------------------------- repair
-def repair(index_dir: Path | str) -> Report:
-    """Verify the index, then fix what can be fixed; returns the verification after repair.
+def repair(store: Store) -> Report:
+    """Verify ``store``, then fix what can be fixed; returns the verification after repair.
 
     Takes the writer lock (an ``index`` run in progress makes this fail with
-    :class:`~search.errors.IndexLockedError`).  Raises
-    :class:`~search.errors.StoreCorruptError` for a damaged database.
+    :class:`~sightline.search.errors.IndexLockedError`).  Raises
+    :class:`~sightline.search.errors.StoreCorruptError` for a damaged database.
     """
-    with Store.open(index_dir) as store:
-        store.acquire_writer_lock()
+    with store.writer():
         before = verify(store)
         fatal = [p.message for p in before.problems if p.severity == FATAL]
         if fatal:
@@ -224,7 +224,7 @@ def repair(index_dir: Path | str) -> Report:
         repaired = _fix_database(store, before)
         for kind, _, filename in KINDS:
             if any(p.where == filename for p in before.problems) or before.bad_ids[kind]:
-                (store.root / filename).unlink(missing_ok=True)  # the store then builds it from the database
+                store.vector_file(kind).unlink(missing_ok=True)  # the store then builds it from the database
                 count = store.vectors(kind).ntotal
                 repaired.append(f"rebuilt {filename} from {count} stored embedding(s)")
         store.save()
@@ -237,27 +237,14 @@ def repair(index_dir: Path | str) -> Report:
 
 def _fix_database(store: Store, report: Report) -> list[str]:
     done = []
-    if report.bad_ids["files"]:
-        store.remove_files(report.bad_ids["files"])
-        done.append(f"removed {len(report.bad_ids['files'])} image(s) with a damaged embedding; "
+    if report.bad_ids[Kind.FILES]:
+        store.remove_files(report.bad_ids[Kind.FILES])
+        done.append(f"removed {len(report.bad_ids[Kind.FILES])} image(s) with a damaged embedding; "
                     f"the next `sightline index` embeds them again")
-    if report.bad_ids["captions"]:
-        _delete_captions(store, report.bad_ids["captions"])
-        done.append(f"removed {len(report.bad_ids['captions'])} caption(s) with a damaged embedding; re-add them")
+    if report.bad_ids[Kind.CAPTIONS]:
+        store.remove_captions(report.bad_ids[Kind.CAPTIONS])
+        done.append(f"removed {len(report.bad_ids[Kind.CAPTIONS])} caption(s) with a damaged embedding; re-add them")
     if report.failed_but_indexed:
         store.forget_failures(report.failed_but_indexed)
         done.append(f"forgot {len(report.failed_but_indexed)} stale failure record(s) of indexed files")
     return done
-
-
-def _delete_captions(store: Store, ids: list[int]) -> None:
-    # The store has no caption removal of its own; we hold its writer lock, and
-    # captions.faiss is rebuilt right after.
-    conn = sqlite3.connect(store.db_path, timeout=30)
-    try:
-        with conn:  # one transaction
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                conn.execute(f"DELETE FROM captions WHERE id IN ({','.join('?' * len(chunk))})", chunk)  # noqa: S608
-    finally:
-        conn.close()

@@ -18,7 +18,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from PIL import Image, ImageDraw
 
@@ -255,12 +255,3 @@ def _bar(total: int, enabled: bool):
 
     return tqdm(total=total, desc="generating", unit="img", file=sys.stderr, disable=not enabled)
 
-
-def scene_grid(scenes: Sequence[Scene], size: int = 64, seed: int = 0) -> Image.Image:
-    """A contact sheet of scenes (for documentation and eyeballing the generator)."""
-    cols = min(8, len(scenes))
-    rows = (len(scenes) + cols - 1) // cols
-    sheet = Image.new("RGB", (cols * size, rows * size), (255, 255, 255))
-    for i, scene in enumerate(scenes):
-        sheet.paste(render(scene, random.Random(f"{seed}/{i}"), size), ((i % cols) * size, (i // cols) * size))
-    return sheet

@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Iterator
 
-from indexer.decode import Decoded, DecodeTask, DecoderConfig, decode_in_worker, decode_one, init_worker
+from sightline.indexer.decode import Decoded, DecodeTask, DecoderConfig, decode_in_worker, decode_one, init_worker
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class _PooledDecoder:
         # forkserver: workers start from a clean, torch-free process, never a
         # fork of the multi-threaded model process.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["indexer.decode"])
+        context.set_forkserver_preload(["sightline.indexer.decode"])
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=init_worker,
                                    initargs=(self.config, self.known))
 

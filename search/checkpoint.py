@@ -12,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
+from sightline.search.atomic import atomic_path
+
 FORMAT_KEY = "sightline_checkpoint"
 FORMAT_VERSION = 1
 
@@ -109,10 +111,7 @@ def _load(path: Path) -> Any:
 
 def save_checkpoint(path: Path, *, model_name: str, model_cfg: dict, preprocess_cfg: dict,
                     dual_encoder, extra: Optional[dict] = None) -> None:
-    """Write a self-contained checkpoint atomically (temp file + rename)."""
-    import os
-    import tempfile
-
+    """Write a self-contained checkpoint atomically (see :mod:`sightline.search.atomic`)."""
     import torch
 
     payload = {
@@ -126,14 +125,8 @@ def save_checkpoint(path: Path, *, model_name: str, model_cfg: dict, preprocess_
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> tuple[Any, dict, dict]:

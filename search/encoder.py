@@ -4,18 +4,21 @@ An encoder turns images and texts into L2-normalised float32 vectors in one
 shared space.  :class:`Encoder` is the interface the engine, the indexer and
 the tests rely on; :class:`ClipEncoder` wraps any module with
 ``encode_image``/``encode_text`` (an open_clip model, or a Sightline-trained
-dual encoder with projection heads).  Loading lives in ``search.models``.
+dual encoder with projection heads); :class:`LazyEncoder` loads one on first
+use and checks it against the index.  Loading lives in ``search.models``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-from search.preprocess import Preprocessor
+from sightline.search.errors import ModelMismatchError
+from sightline.search.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -42,40 +45,26 @@ class ClipEncoder:
     workers can run it; :meth:`encode_preprocessed` takes what it returns.
     """
 
-    def __init__(
-        self,
-        model,
-        tokenizer: Callable,
-        preprocessor: Preprocessor,
-        model_id: str,
-        dim: int,
-        device: str = "cpu",
-        name: str = "",
-        pretrained: str = "",
-        precision: str = "fp32",
-    ):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.preprocessor = preprocessor
-        self.model_id = model_id
-        self.dim = dim
-        self.device = device
-        self.name = name
-        self.pretrained = pretrained
-        self.set_precision(precision)
-
-    def set_precision(self, precision: str) -> None:
-        """Run in 'fp32' or 'bf16' (weights converted; see :mod:`search.precision`)."""
+    def __init__(self, model, tokenizer: Callable, preprocessor: Preprocessor, model_id: str, *,
+                 device: str = "cpu", name: str = "", pretrained: str = "", precision: str = "fp32"):
         import torch
 
-        from search.text_fast import text_encoder_fn
+        from sightline.search.text_fast import text_encoder_fn
 
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.model.to(self.dtype)
+        self.model = model.to(device, self.dtype).eval()
+        self.tokenizer = tokenizer
+        self.preprocessor = preprocessor
+        self.model_id = model_id
+        self.device = device
+        self.name = name
+        self.pretrained = pretrained
         self.precision = precision
         self._encode_text = text_encoder_fn(self.model)
+        # The width is read off the model: projection heads may change it.
+        self.dim = int(self.encode_texts(["a photo"]).shape[1])
 
     @property
     def image_size(self) -> int:
@@ -113,6 +102,50 @@ class ClipEncoder:
 
     def __repr__(self) -> str:
         return f"ClipEncoder({self.model_id!r}, dim={self.dim}, device={self.device!r}, precision={self.precision!r})"
+
+
+class LazyEncoder:
+    """An encoder made on first use, once, and checked against the index's model.
+
+    ``source`` is an encoder or a zero-argument factory returning one; a
+    factory is called only when something needs the model, so work that
+    never embeds (a rescan of unchanged files, status, metadata) never loads
+    torch.  ``recorded`` returns the model the index records (``None`` while
+    it is empty); an encoder of another model raises
+    :class:`~sightline.search.errors.ModelMismatchError` instead of being used.
+    """
+
+    def __init__(self, source: "Encoder | Callable[[], Encoder]", recorded: Callable[[], object],
+                 index: object = "the index"):
+        self._encoder = source if hasattr(source, "encode_texts") else None
+        self._factory = None if self._encoder is not None else source
+        self._recorded = recorded
+        self._index = index
+        self._lock = threading.Lock()
+        self._checked = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None and self._checked
+
+    def get(self) -> Encoder:
+        if not self.loaded:
+            with self._lock:
+                if not self.loaded:
+                    encoder = self._encoder if self._encoder is not None else self._factory()
+                    check_model(self._recorded(), encoder.model_id, self._index)
+                    self._encoder, self._checked = encoder, True
+        return self._encoder
+
+
+def check_model(recorded, model_id: str, index: object = "the index") -> None:
+    """Refuse a model (``model_id``) other than the one the index records
+    (``recorded``: its ModelInfo, or None while it is empty)."""
+    if recorded is not None and recorded.model_id != model_id:
+        raise ModelMismatchError(
+            f"{index} holds vectors from model {recorded.model_id!r}, not {model_id!r}; use the same model "
+            f"(omit --model/--pretrained: the index's own is used), or re-index into a new folder with --index NEW_DIR."
+        )
 
 
 def default_device(requested: Optional[str] = None) -> str:

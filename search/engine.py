@@ -16,11 +16,11 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
-from search.encoder import Encoder
-from search.models import ModelSpec
-from search.errors import InvalidQueryError, ModelMismatchError
-from search.store import Store
-from search.store_records import CaptionRow, FileRow
+from sightline.search.encoder import Encoder, LazyEncoder
+from sightline.search.errors import InvalidQueryError
+from sightline.search.settings import Settings
+from sightline.search.store import Kind, Store
+from sightline.search.store_records import CaptionRow, FileRow
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ class SearchEngine:
 
     def __init__(self, store: Store, encoder: "Encoder | Callable[[], Encoder]", cache_size: int = 256):
         self.store = store
-        self._encoder = encoder if not callable(encoder) or hasattr(encoder, "encode_texts") else None
-        self._factory = None if self._encoder is not None else encoder
-        self._encoder_lock = threading.Lock()
+        self._encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.root}")
         # One forward pass at a time: torch already spreads each one over all
         # cores, and concurrent passes only fight over them (each caller
         # thread gets its own OpenMP team), which costs more than it overlaps.
@@ -64,46 +62,26 @@ class SearchEngine:
         self._cache_size = cache_size
 
     @classmethod
-    def open(cls, index_dir, spec: "Optional[ModelSpec]" = None, device: Optional[str] = None) -> "SearchEngine":
-        """Open an existing index; the model is the one the index was built
-        with unless ``spec`` names another (which must then match it).
+    def open(cls, settings: Settings) -> "SearchEngine":
+        """Open the existing index of ``settings``; the model is the one the index
+        was built with unless ``settings.model`` names another (which must then match it).
 
         The model is chosen when first needed, not now: an index that is
         still empty gets the model its first indexing run records.
         """
-        from search.models import ModelSpec, load_encoder
-
-        store = Store.open(index_dir)
-        explicit = spec is not None and (spec.name is not None or spec.pretrained is not None)
-
-        def load() -> Encoder:
-            info = store.model_info()
-            chosen = spec if explicit else (ModelSpec(info.name or None, info.pretrained or None) if info
-                                            else ModelSpec.from_env())
-            return load_encoder(chosen, device)
-
-        return cls(store, load)
+        store = settings.open_store()
+        return cls(store, settings.encoder_factory(store))
 
     def close(self) -> None:
         self.store.close()
 
     @property
     def encoder(self) -> Encoder:
-        if self._encoder is None:
-            with self._encoder_lock:
-                if self._encoder is None:
-                    encoder = self._factory()
-                    self._check_model(encoder)
-                    self._encoder = encoder
-        return self._encoder
+        return self._encoder.get()
 
-    def _check_model(self, encoder: Encoder) -> None:
-        info = self.store.model_info()
-        if info is not None and info.model_id != encoder.model_id:
-            raise ModelMismatchError(
-                f"the index at {self.store.root} was built with {info.model_id!r}, but the query model is "
-                f"{encoder.model_id!r}; search with the index's own model (omit --model/--pretrained)."
-            )
+    @property
+    def model_loaded(self) -> bool:
+        return self._encoder.loaded
 
     # ------------------------------------------------------------- embeddings
     def embed_text(self, query: str) -> np.ndarray:
@@ -157,7 +135,7 @@ class SearchEngine:
         """The n nearest (id, score), best first, cut at min_score."""
         if self._is_empty():
             return []
-        found = self.store.search("files", vector, n)
+        found = self.store.search(Kind.FILES, vector, n)
         return found if min_score is None else [(i, s) for i, s in found if s >= min_score]
 
     def _hits(self, found: list[tuple[int, float]]) -> list[ImageHit]:
@@ -174,7 +152,7 @@ class SearchEngine:
         vector = self.embed_image(image) if image is not None else self.store.file_embedding(file_id)
         if self._is_empty() or self.store.counts()["captions"] == 0:
             return []
-        found = self.store.search("captions", vector, k)
+        found = self.store.search(Kind.CAPTIONS, vector, k)
         rows = self.store.get_captions([i for i, _ in found])
         return [CaptionHit(i, s, rows[i]) for i, s in found if i in rows]
 

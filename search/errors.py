@@ -87,7 +87,7 @@ class DatasetError(SightlineError):
 
 
 class ConfigurationError(SightlineError):
-    """A setting (option or ``SIGHTLINE_*`` variable) has a value that cannot be used."""
+    """A setting (an option or its environment variable) has a value that cannot be used."""
 
     exit_code = 2
     http_status = 500

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,7 @@ from typing import BinaryIO, Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from search.errors import ImageDecodeError, ImageTooLargeError
+from sightline.search.errors import ImageDecodeError, ImageTooLargeError
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +29,6 @@ _TAG_DATETIME = 306
 _TAG_DATETIME_ORIGINAL = 36867
 _EXIF_IFD = 0x8769
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
-
-
-def max_pixels_from_env() -> int:
-    """The pixel limit, overridable with ``SIGHTLINE_MAX_PIXELS``."""
-    value = os.environ.get("SIGHTLINE_MAX_PIXELS")
-    return int(value) if value else DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -104,7 +97,7 @@ def decode_image(
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"image has {width}x{height} = {width * height:,} pixels, above the limit of "
-            f"{max_pixels:,} (set SIGHTLINE_MAX_PIXELS to raise it)"
+            f"{max_pixels:,} (--max-pixels raises it)"
         )
     fmt = image.format
     orientation, taken_at = _read_exif(image)

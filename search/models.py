@@ -1,27 +1,22 @@
-"""Loading encoders: open_clip names and pretrained tags, local checkpoint
-files, model config JSON files and Sightline's own checkpoints.
+"""Which model, decided once, and loading it.
 
-Conventions follow open_clip: ``--model NAME --pretrained TAG_OR_FILE``.
-Weights for tags come from the Hugging Face cache (``HF_HOME`` /
-``HF_HUB_CACHE``; ``HF_HUB_OFFLINE=1`` is respected).  When weights cannot be
-had, :class:`ModelNotAvailableError` says which model, where the cache is and
-how to point at a local file instead.
+Conventions follow open_clip: a model name (or a model config JSON file) and
+``pretrained``, a tag or a local weights file.  :func:`resolve_spec` is the
+one place that decides which model a command uses (an explicit request, the
+index's recorded model, or the default); :func:`load_encoder` builds it
+through the first loader of :data:`LOADERS` that takes it, in one place.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from search.encoder import ClipEncoder, default_device
-from search.errors import ModelNotAvailableError
-from search.preprocess import Preprocessor
+from sightline.search.encoder import ClipEncoder, default_device
 
 log = logging.getLogger(__name__)
 
@@ -31,34 +26,32 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the user asked for: a model name (or config JSON) and weights."""
+    """A model name (or config JSON) and its weights; either may be left out."""
 
-    name: Optional[str]
-    pretrained: Optional[str]
+    name: Optional[str] = None
+    pretrained: Optional[str] = None
 
-    @classmethod
-    def from_env(cls, name: Optional[str] = None, pretrained: Optional[str] = None) -> "ModelSpec":
-        """Explicit values win, then ``SIGHTLINE_MODEL``/``SIGHTLINE_PRETRAINED``, then defaults.
-
-        A Sightline checkpoint needs no model name, so none is defaulted when
-        the weights are such a file.
-        """
-        name = name or os.environ.get("SIGHTLINE_MODEL") or None
-        pretrained = pretrained or os.environ.get("SIGHTLINE_PRETRAINED") or None
-        if name is None and pretrained is None:
-            return cls(DEFAULT_MODEL, DEFAULT_PRETRAINED)
-        if name is None and not _is_file(pretrained):
-            name = DEFAULT_MODEL
-        return cls(name, pretrained)
+    @property
+    def explicit(self) -> bool:
+        """Whether anything was asked for (an empty spec defers to the index)."""
+        return bool(self.name or self.pretrained)
 
 
-def hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
+def resolve_spec(requested: ModelSpec, recorded=None) -> ModelSpec:
+    """The model to use: ``requested`` if it names anything, else the one the
+    index records (``recorded``: its ModelInfo, or None), else the default.
 
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover - huggingface_hub ships with open_clip
-        return os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+    A requested weights file that is a Sightline checkpoint needs no name
+    (the file describes its architecture); any other request without a name
+    means the default architecture.
+    """
+    if requested.explicit:
+        if requested.name is None and not names_a_file(requested.pretrained):
+            return ModelSpec(DEFAULT_MODEL, requested.pretrained)
+        return requested
+    if recorded is not None:
+        return ModelSpec(recorded.name or None, recorded.pretrained or None)
+    return ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED)
 
 
 def file_fingerprint(path: Path) -> str:
@@ -85,211 +78,78 @@ def model_id_for(spec: ModelSpec) -> str:
     name and content fingerprint, so two different files never share an id.
     """
     pretrained = spec.pretrained or ""
-    if pretrained and _is_file(pretrained):
+    if pretrained and names_a_file(pretrained):
         path = Path(pretrained).expanduser().resolve()
-        from search import checkpoint
+        from sightline.search import checkpoint
 
         if checkpoint.is_sightline_checkpoint(path):
             return f"sightline:{path.name}#{file_fingerprint(path)}"
-        return f"{_model_name(spec.name or DEFAULT_MODEL)}/file:{path.name}#{file_fingerprint(path)}"
-    name = _model_name(spec.name or DEFAULT_MODEL)
+        return f"{model_name(spec.name or DEFAULT_MODEL)}/file:{path.name}#{file_fingerprint(path)}"
+    name = model_name(spec.name or DEFAULT_MODEL)
     return f"{name}/{pretrained}" if pretrained else name
 
 
-def _model_name(name: str) -> str:
-    # A config JSON registers under its file stem (open_clip's convention).
+def model_name(name: str) -> str:
+    """A model's registry name: a config JSON registers under its file stem (open_clip's convention)."""
     return Path(name).stem if name.endswith(".json") else name
 
 
-def load_encoder(spec: ModelSpec, device: Optional[str] = None, precision: Optional[str] = None,
-                 lean: bool = True) -> ClipEncoder:
+@dataclass
+class LoadedModel:
+    """What a loader hands back: a torch module with ``encode_image``/``encode_text`` and what feeds it."""
+
+    model: object
+    tokenizer: Callable
+    preprocessor: object
+    name: str  # as the index records it, so another process reloads the same model
+    pretrained: str
+
+
+#: Loaders in the order they are tried; each returns None when the spec is not its kind.
+#: lean: standard ViT CLIPs with local weights, built without importing open_clip (seconds
+#: faster, same embeddings); open_clip: everything, the reference (training needs it).
+def _loaders(lean: bool):
+    from sightline.search import model_loaders
+
+    chain = [("sightline checkpoint", model_loaders.from_sightline_checkpoint)]
+    if lean:
+        chain.append(("lean", model_loaders.from_lean_clip))
+    chain.append(("open_clip", model_loaders.from_open_clip))
+    return chain
+
+
+def load_encoder(spec: ModelSpec, device: Optional[str] = None, precision: str = "auto", lean: bool = True,
+                 threads: Optional[int] = None) -> ClipEncoder:
     """Build the encoder for ``spec``; raises :class:`ModelNotAvailableError`.
 
-    ``precision``: 'auto' (default), 'fp32' or 'bf16'; None reads
-    ``SIGHTLINE_PRECISION`` (see :mod:`search.precision`).  ``lean``: build
-    standard architectures with local weights through :mod:`search.lean_clip`
-    (seconds faster to load, same embeddings); False always gives an
-    open_clip model (training needs one).
+    ``precision``: 'auto', 'fp32' or 'bf16' (see :mod:`sightline.search.precision`).
+    ``lean``: False always gives an open_clip model.  ``threads``: torch's
+    intra-op threads (process-wide), set before the model is built.
     """
-    from search.precision import resolve_precision
+    from sightline.search.precision import resolve_precision
 
     device = default_device(device)
     precision = resolve_precision(precision, device)
-    encoder = None
-    if spec.pretrained and _is_file(spec.pretrained):
-        from search import checkpoint
-
-        path = Path(spec.pretrained).expanduser().resolve()
-        if checkpoint.is_sightline_checkpoint(path):
-            encoder = _from_sightline_checkpoint(path, device)
-    if encoder is None and lean:
-        encoder = _from_lean_clip(spec, device)
-    encoder = encoder or _from_open_clip(spec, device)
-    encoder.set_precision(precision)
-    log.info("loaded %s in %s", encoder.model_id, precision)
+    if threads:
+        _set_torch_threads(threads)
+    spec = resolve_spec(spec)
+    for kind, loader in _loaders(lean):
+        loaded = loader(spec, device)
+        if loaded is not None:
+            break
+    encoder = ClipEncoder(loaded.model, loaded.tokenizer, loaded.preprocessor, model_id_for(spec), device=device,
+                          name=loaded.name, pretrained=loaded.pretrained, precision=precision)
+    log.info("loaded %s (%s loader) in %s", encoder.model_id, kind, precision)
     return encoder
 
 
-def _is_file(value: Optional[str]) -> bool:
+def _set_torch_threads(count: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+        log.info("torch intra-op threads: %d", count)
+
+
+def names_a_file(value: Optional[str]) -> bool:
     return bool(value) and Path(value).expanduser().is_file()
-
-
-def _from_sightline_checkpoint(path: Path, device: str) -> ClipEncoder:
-    from search import checkpoint
-
-    try:
-        model, model_cfg, payload = checkpoint.load_checkpoint(path)
-    except Exception as exc:
-        raise ModelNotAvailableError(f"cannot load Sightline checkpoint {path}: {exc}") from None
-    tokenizer = _tokenizer_for_cfg(model_cfg)
-    preprocessor = Preprocessor.from_open_clip(payload["preprocess_cfg"], transform=None)
-    name = payload.get("model_name", "sightline")
-    model_id = model_id_for(ModelSpec(None, str(path)))
-    return _probe_dim(ClipEncoder(model.to(device), tokenizer, preprocessor, model_id, 0, device, name, str(path)))
-
-
-def _tokenizer_for_cfg(model_cfg: dict):
-    import open_clip
-
-    text_cfg = model_cfg.get("text_cfg", {})
-    if text_cfg.get("hf_tokenizer_name"):
-        return open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"],
-                                               context_length=text_cfg.get("context_length", 77))
-    return open_clip.tokenizer.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
-
-
-def resolve_model_name(name: str) -> str:
-    """Accept a model config JSON path: register it with open_clip, return its name."""
-    import open_clip
-
-    path = Path(name).expanduser()
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise ModelNotAvailableError(f"model config file {path} does not exist")
-        try:
-            json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelNotAvailableError(f"model config {path} is not valid JSON: {exc}") from None
-        open_clip.add_model_config(str(path))
-        return path.stem
-    if name.startswith(("hf-hub:", "local-dir:")):
-        return name
-    if name.replace("/", "-") not in open_clip.list_models():
-        raise ModelNotAvailableError(
-            f"unknown model {name!r}. `python -c 'import open_clip; print(open_clip.list_models())'` "
-            f"lists the known names; a custom architecture can be given as a model config JSON file."
-        )
-    return name
-
-
-def _from_open_clip(spec: ModelSpec, device: str) -> ClipEncoder:
-    import open_clip
-
-    name = resolve_model_name(spec.name or DEFAULT_MODEL)
-    # Remember what the user gave (a config JSON as an absolute path) so the
-    # index can reload the same model in another process.
-    given_name = str(Path(spec.name).expanduser().resolve()) if name != spec.name and spec.name else name
-    pretrained = spec.pretrained
-    is_file = _is_file(pretrained)
-    if is_file:
-        pretrained = str(Path(pretrained).expanduser().resolve())
-    elif not pretrained and not name.startswith(("hf-hub:", "local-dir:")):
-        raise ModelNotAvailableError(
-            f"no weights given for model {name!r}: pass --pretrained TAG_OR_FILE (or set SIGHTLINE_PRETRAINED)."
-        )
-    try:
-        with _offline_unless_hub_reachable(needed=not is_file and bool(pretrained)):
-            model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
-    except Exception as exc:
-        raise _not_available(name, pretrained, is_file, exc) from None
-    tokenizer = open_clip.get_tokenizer(name)
-    preprocessor = Preprocessor.from_open_clip(dict(model.visual.preprocess_cfg), transform)
-    model_id = model_id_for(ModelSpec(spec.name or DEFAULT_MODEL, pretrained))
-    return _probe_dim(ClipEncoder(model, tokenizer, preprocessor, model_id, 0, device, given_name, pretrained or ""))
-
-
-def _from_lean_clip(spec: ModelSpec, device: str) -> Optional[ClipEncoder]:
-    """The encoder built by search.lean_clip, or None where it does not apply."""
-    if not _is_file(spec.pretrained):
-        return None  # tags resolve through open_clip's registry and the HF cache
-    from search import lean_clip
-
-    name = spec.name or DEFAULT_MODEL
-    path = Path(name).expanduser()
-    try:
-        config = json.loads(path.read_text()) if path.suffix == ".json" else lean_clip.builtin_config(name)
-    except (OSError, ValueError):
-        return None  # open_clip's path reports the problem
-    if config is None:
-        return None
-    weights = Path(spec.pretrained).expanduser().resolve()
-    try:
-        model = lean_clip.load(config, weights)
-        tokenizer = lean_clip.tokenizer(config)
-    except lean_clip.Unsupported as why:
-        log.info("loading %s through open_clip: %s", name, why)
-        return None
-    given_name = str(path.resolve()) if path.suffix == ".json" else name
-    preprocessor = Preprocessor.from_open_clip(lean_clip.preprocess_cfg(config), transform=None)
-    model_id = model_id_for(ModelSpec(name, str(weights)))
-    return _probe_dim(ClipEncoder(model.to(device), tokenizer, preprocessor, model_id, 0, device, given_name,
-                                  str(weights)))
-
-
-@contextmanager
-def _offline_unless_hub_reachable(needed: bool):
-    """Use only the cache when the hub cannot be reached at all.
-
-    Without this, huggingface_hub retries every candidate file for most of a
-    minute before failing; a 2 s connection probe lets a cached model load
-    at once and a missing one fail at once with our message.
-    """
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    if not needed or constants.HF_HUB_OFFLINE or _hub_reachable(constants.ENDPOINT):
-        yield
-        return
-    log.info("cannot reach %s; using only the Hugging Face cache", constants.ENDPOINT)
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = False
-
-
-def _hub_reachable(endpoint: str, timeout: float = 2.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(endpoint)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _not_available(name: str, pretrained: Optional[str], is_file: bool, exc: Exception) -> ModelNotAvailableError:
-    if is_file:
-        return ModelNotAvailableError(
-            f"cannot load weights for model {name!r} from {pretrained}: {exc}. The file must be an open_clip "
-            f"state_dict for this architecture (or a Sightline checkpoint)."
-        )
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    why = "HF_HUB_OFFLINE is set and they are not cached" if offline else \
-        "they are not in the cache and could not be downloaded (no connection to the Hugging Face hub?)"
-    return ModelNotAvailableError(
-        f"weights for model {name!r} (pretrained {pretrained!r}) are not available: {why}. "
-        f"Hugging Face cache: {hf_cache_dir()}. Either download them on a machine with network access "
-        f"into that cache, or point --pretrained (or SIGHTLINE_PRETRAINED) at a local checkpoint file, e.g. "
-        f"`sightline index PHOTOS --model {name} --pretrained /path/to/{name}.pt`."
-    )
-
-
-def _probe_dim(encoder: ClipEncoder) -> ClipEncoder:
-    """Read the embedding width off the model (projection heads may change it)."""
-    encoder.dim = int(encoder.encode_texts(["a photo"]).shape[1])
-    return encoder

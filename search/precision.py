@@ -14,17 +14,15 @@ a cosine of 0.9999 does not move search results.
 from __future__ import annotations
 
 import functools
-import os
-from typing import Optional
 
-from search.errors import ConfigurationError
+from sightline.search.errors import ConfigurationError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def resolve_precision(requested: Optional[str], device: str) -> str:
-    """'fp32' or 'bf16' for ``requested`` (None: ``$SIGHTLINE_PRECISION``, else 'auto')."""
-    value = (requested or os.environ.get("SIGHTLINE_PRECISION") or "auto").strip().lower()
+def resolve_precision(requested: str, device: str) -> str:
+    """'fp32' or 'bf16' for ``requested`` ('auto', 'fp32' or 'bf16'; case and blanks ignored)."""
+    value = (requested or "auto").strip().lower()
     if value not in PRECISIONS:
         raise ConfigurationError(f"precision must be one of {', '.join(PRECISIONS)}, not {value!r}")
     if value != "auto":

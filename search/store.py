@@ -15,87 +15,61 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy import delete, func, insert, select, text, update
 
-from search import schema
-from search.errors import (
-    IndexLockedError,
-    IndexNotFoundError,
-    ModelMismatchError,
-    NotFoundError,
-    StoreCorruptError,
+from sightline.search import schema
+from sightline.search.errors import IndexLockedError, ModelMismatchError, NotFoundError
+from sightline.search.chunks import chunked
+from sightline.search.store_records import (
+    CaptionRow,
+    FailureRecord,
+    FileRecord,
+    FileRow,
+    FileState,
+    Kind,
+    ModelInfo,
+    path_key,
+    path_str,
 )
-from search.store_records import CaptionRow, FailureRecord, FileRecord, FileRow, FileState, path_key, path_str
-from search.store_vectors import VectorCaches
-from search.vectors import VectorIndex  # noqa: F401 - type of the caches
-from search.vectors import vector_to_blob, vectors_from_blobs
+from sightline.search.store_db import DB_NAME, open_database
+from sightline.search.store_vectors import VectorCaches
+from sightline.search.vectors import IndexPlan, VectorIndex, vector_to_blob, vectors_from_blobs
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "sightline.db"
+
+__all__ = ["DB_NAME", "Kind", "ModelInfo", "Store"]
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    model_id: str
-    dim: int
-    name: str
-    pretrained: str
+class Store:
+    """Open with :meth:`open`; close with :meth:`close` (or use as a context manager).
 
+    ``faiss_index``: a FAISS index-factory string instead of the automatic
+    choice (see :func:`sightline.search.vectors.choose_factory`).
+    """
 
-class Store(VectorCaches):
-    """Open with :meth:`open`; close with :meth:`close` (or use as a context manager)."""
-
-    def __init__(self, root: Path, engine):
+    def __init__(self, root: Path, engine, faiss_index: Optional[str] = None):
         self.root = root
         self._engine = engine
         self._lock = threading.RLock()
-        self._vectors: dict[str, Optional["VectorIndex"]] = {"files": None, "captions": None}
-        self._dirty: set[str] = set()
-        self._synced: dict[str, tuple] = {}  # kind -> (index object id, db signature) at the last sync
+        self._vectors = VectorCaches(engine, root, lambda: self.dim, self._lock, faiss_index)
         self._writer_lock_file = None
+        self._writer_depth = 0
 
     # ----------------------------------------------------------------- opening
     @classmethod
-    def open(cls, root: os.PathLike | str, create: bool = False) -> "Store":
+    def open(cls, root: os.PathLike | str, create: bool = False, faiss_index: Optional[str] = None) -> "Store":
+        """The index at ``root`` (created when ``create``), its schema brought up to date."""
         root = Path(root).expanduser()
-        db_path = root / DB_NAME
-        if not db_path.exists():
-            if not create:
-                raise IndexNotFoundError(
-                    f"no Sightline index at {root}. Create one with `sightline index PHOTO_FOLDER "
-                    f"--index {root}`, or point --index / SIGHTLINE_INDEX at an existing one."
-                )
-            root.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(f"sqlite:///{db_path}")
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "handle_error", _corruption_names_the_file(db_path))
-        store = cls(root, engine)
-        try:
-            with engine.begin() as conn:
-                version = schema.current_version(conn)
-                if version > schema.SCHEMA_VERSION:
-                    raise StoreCorruptError(
-                        f"{db_path} has schema version {version}, newer than this Sightline "
-                        f"understands ({schema.SCHEMA_VERSION}); upgrade Sightline."
-                    )
-                schema.migrate(conn)
-        except (DatabaseError, OperationalError) as exc:
-            engine.dispose()
-            raise StoreCorruptError(
-                f"the index database {db_path} is damaged or not a Sightline database ({exc.orig}). "
-                f"Move it away and re-index with `sightline index`."
-            ) from None
-        return store
+        return cls(root, open_database(root / DB_NAME, create), faiss_index)
 
     def close(self) -> None:
-        self.release_writer_lock()
+        self._release_writer_lock()
+        self._writer_depth = 0
         self._engine.dispose()
 
     def __enter__(self) -> "Store":
@@ -143,10 +117,25 @@ class Store(VectorCaches):
             )
 
     # ---------------------------------------------------------------- locking
-    def acquire_writer_lock(self) -> None:
-        """One writer at a time, across processes (an OS lock freed on exit or kill)."""
-        if self._writer_lock_file is not None:
-            return
+    @contextmanager
+    def writer(self) -> Iterator["Store"]:
+        """Hold the index's writer lock: one writer at a time, across processes
+        (an OS lock, freed on exit or kill).  Re-entrant; the FAISS caches are
+        saved when the outermost block ends."""
+        if self._writer_depth == 0:
+            self._acquire_writer_lock()
+        self._writer_depth += 1
+        try:
+            yield self
+        finally:
+            self._writer_depth -= 1
+            if self._writer_depth == 0:
+                try:
+                    self.save()
+                finally:
+                    self._release_writer_lock()
+
+    def _acquire_writer_lock(self) -> None:
         handle = open(self.root / "write.lock", "a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,20 +147,11 @@ class Store(VectorCaches):
             ) from None
         self._writer_lock_file = handle
 
-    def release_writer_lock(self) -> None:
+    def _release_writer_lock(self) -> None:
         if self._writer_lock_file is not None:
             fcntl.flock(self._writer_lock_file.fileno(), fcntl.LOCK_UN)
             self._writer_lock_file.close()
             self._writer_lock_file = None
-
-    @contextmanager
-    def writer(self) -> Iterator["Store"]:
-        self.acquire_writer_lock()
-        try:
-            yield self
-        finally:
-            self.save()
-            self.release_writer_lock()
 
     # ------------------------------------------------------------- file reads
     def file_states(self, under: Optional[str] = None) -> dict[str, FileState]:
@@ -200,8 +180,7 @@ class Store(VectorCaches):
         found: dict[str, FileRecord] = {}
         t = schema.files
         with self._engine.connect() as conn:
-            for start in range(0, len(hashes), 500):
-                chunk = hashes[start:start + 500]
+            for chunk in chunked(hashes):
                 for row in conn.execute(select(t).where(t.c.sha256.in_(chunk))):
                     found.setdefault(row.sha256, FileRecord.from_row(row, self.dim))
         return found
@@ -211,8 +190,7 @@ class Store(VectorCaches):
         cols = [c for c in t.c if c.name != "embedding"]
         out: dict[int, FileRow] = {}
         with self._engine.connect() as conn:
-            for start in range(0, len(ids), 500):
-                chunk = [int(i) for i in ids[start:start + 500]]
+            for chunk in chunked(int(i) for i in ids):
                 for row in conn.execute(select(*cols).where(t.c.id.in_(chunk))):
                     out[row.id] = FileRow.from_row(row)
         return out
@@ -249,9 +227,9 @@ class Store(VectorCaches):
             paths = [path_key(r.path) for r in records]
             if paths:
                 conn.execute(delete(schema.failures).where(schema.failures.c.path.in_(paths)))
-        self._apply_vectors("files", remove=replace_ids, ids=ids,
+        self._vectors.apply(Kind.FILES, remove=replace_ids, ids=ids,
                             vectors=np.stack([r.embedding for r in records]) if records else None)
-        self._apply_vectors("captions", remove=removed_captions)
+        self._vectors.apply(Kind.CAPTIONS, remove=removed_captions)
         return ids
 
     def touch_files(self, updates: Sequence[tuple[int, int, int]]) -> None:
@@ -264,17 +242,18 @@ class Store(VectorCaches):
     def remove_files(self, ids: Sequence[int]) -> None:
         with self._lock, self._engine.begin() as conn:
             removed_captions = self._delete_files(conn, ids)
-        self._apply_vectors("files", remove=ids)
-        self._apply_vectors("captions", remove=removed_captions)
+        self._vectors.apply(Kind.FILES, remove=ids)
+        self._vectors.apply(Kind.CAPTIONS, remove=removed_captions)
 
     def _delete_files(self, conn, ids: Sequence[int]) -> list[int]:
         if not ids:
             return []
-        ids = [int(i) for i in ids]
         c = schema.captions
-        caption_ids = [r[0] for r in conn.execute(select(c.c.id).where(c.c.file_id.in_(ids)))]
-        conn.execute(delete(c).where(c.c.file_id.in_(ids)))
-        conn.execute(delete(schema.files).where(schema.files.c.id.in_(ids)))
+        caption_ids: list[int] = []
+        for chunk in chunked(int(i) for i in ids):
+            caption_ids += [r[0] for r in conn.execute(select(c.c.id).where(c.c.file_id.in_(chunk)))]
+            conn.execute(delete(c).where(c.c.file_id.in_(chunk)))
+            conn.execute(delete(schema.files).where(schema.files.c.id.in_(chunk)))
         return caption_ids
 
     def record_failures(self, items: Sequence[FailureRecord]) -> None:
@@ -290,8 +269,8 @@ class Store(VectorCaches):
     def forget_failures(self, paths: Iterable[str]) -> None:
         keys = [path_key(p) for p in paths]
         with self._engine.begin() as conn:
-            for start in range(0, len(keys), 500):
-                conn.execute(delete(schema.failures).where(schema.failures.c.path.in_(keys[start:start + 500])))
+            for chunk in chunked(keys):
+                conn.execute(delete(schema.failures).where(schema.failures.c.path.in_(chunk)))
 
     # --------------------------------------------------------------- captions
     def add_captions(self, items: Sequence[tuple[Optional[int], str, Optional[str], np.ndarray]]) -> list[int]:
@@ -303,23 +282,25 @@ class Store(VectorCaches):
                     file_id=file_id, text=caption, source=source, embedding=vector_to_blob(vector)))
                 ids.append(int(result.inserted_primary_key[0]))
         if items:
-            self._apply_vectors("captions", ids=ids, vectors=np.stack([i[3] for i in items]))
+            self._vectors.apply(Kind.CAPTIONS, ids=ids, vectors=np.stack([i[3] for i in items]))
         return ids
 
     def remove_captions(self, ids: Sequence[int]) -> None:
         """Delete captions by id, with their vectors."""
         ids = [int(i) for i in ids]
         with self._lock, self._engine.begin() as conn:
-            for start in range(0, len(ids), 500):
-                conn.execute(delete(schema.captions).where(schema.captions.c.id.in_(ids[start:start + 500])))
-        self._apply_vectors("captions", remove=ids)
+            for chunk in chunked(ids):
+                conn.execute(delete(schema.captions).where(schema.captions.c.id.in_(chunk)))
+        self._vectors.apply(Kind.CAPTIONS, remove=ids)
 
     def get_captions(self, ids: Sequence[int]) -> dict[int, CaptionRow]:
         c = schema.captions
+        out: dict[int, CaptionRow] = {}
         with self._engine.connect() as conn:
-            rows = conn.execute(select(c.c.id, c.c.file_id, c.c.text, c.c.source)
-                                .where(c.c.id.in_([int(i) for i in ids]))).all()
-        return {r.id: CaptionRow(r.id, r.file_id, r.text, r.source) for r in rows}
+            for chunk in chunked(int(i) for i in ids):
+                for r in conn.execute(select(c.c.id, c.c.file_id, c.c.text, c.c.source).where(c.c.id.in_(chunk))):
+                    out[r.id] = CaptionRow(r.id, r.file_id, r.text, r.source)
+        return out
 
     def captions_for_file(self, file_id: int) -> list[CaptionRow]:
         c = schema.captions
@@ -327,6 +308,37 @@ class Store(VectorCaches):
             rows = conn.execute(select(c.c.id, c.c.file_id, c.c.text, c.c.source)
                                 .where(c.c.file_id == int(file_id)).order_by(c.c.id)).all()
         return [CaptionRow(r.id, r.file_id, r.text, r.source) for r in rows]
+
+    # ---------------------------------------------------------------- vectors
+    @property
+    def dim(self) -> int:
+        info = self.model_info()
+        if info is None:
+            raise NotFoundError(f"the index at {self.root} holds no vectors yet")
+        return info.dim
+
+    def search(self, kind: Kind, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top-k (id, score) by inner product among ``kind``'s vectors."""
+        return self._vectors.search(Kind(kind), query, k)
+
+    def vectors(self, kind: Kind) -> VectorIndex:
+        """The FAISS index of ``kind`` (loaded and caught up with the database)."""
+        return self._vectors.index(Kind(kind))
+
+    def index_plan(self, kind: Kind) -> IndexPlan:
+        """Which FAISS index suits ``kind``'s collection now."""
+        return self._vectors.plan(Kind(kind))
+
+    def vector_file(self, kind: Kind) -> Path:
+        return self._vectors.path(Kind(kind))
+
+    def refresh(self) -> None:
+        """Pick up changes another process committed (readers such as the server)."""
+        self._vectors.refresh()
+
+    def save(self) -> None:
+        """Write changed FAISS caches to disk atomically."""
+        self._vectors.save(has_vectors=self.model_info() is not None)
 
     # ----------------------------------------------------------------- status
     def counts(self) -> dict[str, int]:
@@ -367,29 +379,3 @@ def _under(query, column, under: Optional[str]):
     # Byte-range prefix match that can use the unique index on path.
     prefix = path_key(under).rstrip(b"/") + b"/"
     return query.where(column >= prefix, column < prefix[:-1] + b"0")
-
-
-def _corruption_names_the_file(db_path: Path):
-    """Damage found after opening (a bad page deep in a table) surfaces on some later
-    query; turn it into the same clear error as damage found at open, not a traceback."""
-
-    def handle(context) -> None:
-        orig = context.original_exception
-        name = getattr(orig, "sqlite_errorname", "") or ""
-        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(orig):
-            raise StoreCorruptError(
-                f"the index database {db_path} is damaged ({orig}). `sightline repair` says what is "
-                f"wrong; if it cannot fix it, move the file away and re-index with `sightline index`."
-            ) from None
-
-    return handle
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL: readers (the server) never block the writer; NORMAL is crash-safe in WAL mode.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()

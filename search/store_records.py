@@ -9,11 +9,29 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import Enum
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from search.vectors import vector_to_blob, vectors_from_blobs
+from sightline.search.vectors import vector_to_blob, vectors_from_blobs
+
+
+class Kind(str, Enum):
+    """What a vector belongs to: an indexed file (image) or a caption."""
+
+    FILES = "files"
+    CAPTIONS = "captions"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model an index's vectors come from, as the index records it."""
+
+    model_id: str
+    dim: int
+    name: str
+    pretrained: str
 
 
 def path_key(path: str) -> bytes:

@@ -1,103 +1,104 @@
 """The FAISS side of the store: caches of the embeddings kept in SQLite.
 
-A mixin of :class:`search.store.Store` (it uses the store's engine, lock and
-meta table).  Each kind ('files', 'captions') has one FAISS index, loaded on
-first use and brought in step with the database by comparing id sets (ids
-are never reused), rebuilt when damaged or when the collection outgrows its
-index type, and saved atomically by writers.
+:class:`VectorCaches` belongs to a :class:`~sightline.search.store.Store`,
+which hands it what it needs: the database engine (to read embeddings), the
+index folder (for the files), the store's lock and a way to learn the
+vector width.  Each :class:`~sightline.search.store_records.Kind` has one
+FAISS index, loaded on first use and brought in step with the database by
+comparing id sets (ids are never reused), rebuilt when damaged or when the
+collection outgrows its index type, and saved atomically by writers.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from typing import Optional, Sequence
+import threading
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
-from search import schema
-from search.errors import NotFoundError
-from search.vectors import IndexPlan, VectorIndex, choose_factory, fits, vectors_from_blobs
+from sightline.search import schema
+from sightline.search.store_records import Kind
+from sightline.search.vectors import IndexPlan, VectorIndex, choose_factory, fits, vectors_from_blobs
 
 log = logging.getLogger(__name__)
 
-VECTOR_FILES = {"files": "images.faiss", "captions": "captions.faiss"}
+VECTOR_FILES = {Kind.FILES: "images.faiss", Kind.CAPTIONS: "captions.faiss"}
+TABLES = {Kind.FILES: schema.files, Kind.CAPTIONS: schema.captions}
+#: Vectors read from the database per query while catching up.
+_SYNC_CHUNK = 20_000
 
 
 class VectorCaches:
-    """FAISS caches for :class:`search.store.Store` (see the module docstring)."""
+    """FAISS caches of one store's embeddings (see the module docstring)."""
 
-    @property
-    def dim(self) -> int:
-        info = self.model_info()
-        if info is None:
-            raise NotFoundError(f"the index at {self.root} holds no vectors yet")
-        return info.dim
+    def __init__(self, engine, root: Path, dim: Callable[[], int], lock: threading.RLock,
+                 factory_override: Optional[str] = None):
+        self._engine = engine
+        self._root = root
+        self._dim = dim  # raises when the index holds no vectors yet
+        self._lock = lock
+        self._override = factory_override
+        self._indexes: dict[Kind, Optional[VectorIndex]] = {kind: None for kind in Kind}
+        self._dirty: set[Kind] = set()
+        self._synced: dict[Kind, tuple] = {}  # kind -> (index object id, db signature) at the last sync
 
-    def search(self, kind: str, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Top-k (id, score) by inner product in ``kind`` ('files' or 'captions')."""
-        index = self.vectors(kind)
+    def search(self, kind: Kind, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Top-k (id, score) by inner product."""
+        index = self.index(kind)
         with self._lock:
             scores, ids = index.search(query.reshape(1, -1), k)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def vectors(self, kind: str) -> VectorIndex:
+    def index(self, kind: Kind) -> VectorIndex:
+        """The FAISS index of ``kind``, loaded (and caught up) on first use."""
         with self._lock:
-            if self._vectors[kind] is None:
-                self._vectors[kind] = self._load_vectors(kind)
-            return self._vectors[kind]
+            if self._indexes[kind] is None:
+                self._indexes[kind] = self._load(kind)
+            return self._indexes[kind]
 
-    def _load_vectors(self, kind: str) -> VectorIndex:
-        dim = self.dim
-        path = self.root / VECTOR_FILES[kind]
-        plan = self.index_plan(kind)
+    def plan(self, kind: Kind, count: Optional[int] = None) -> IndexPlan:
+        """Which FAISS index suits this collection now (or the configured override)."""
+        if count is None:
+            with self._engine.connect() as conn:
+                count = conn.execute(select(func.count()).select_from(TABLES[kind])).scalar_one()
+        return choose_factory(count, self._dim(), self._override)
+
+    def path(self, kind: Kind) -> Path:
+        return self._root / VECTOR_FILES[kind]
+
+    def _load(self, kind: Kind) -> VectorIndex:
+        path, plan = self.path(kind), self.plan(kind)
         if path.exists():
             try:
-                index = VectorIndex.load(path, dim, plan)
+                index = VectorIndex.load(path, self._dim(), plan)
                 if self._sync(kind, index):
                     self._dirty.add(kind)
                 return index
             except Exception as exc:  # a damaged cache is rebuilt, never fatal
                 log.warning("vector file %s is damaged (%s); rebuilding it from the database", path, exc)
         self._dirty.add(kind)
-        return self._build_vectors(kind, plan)
+        return self._build(kind, plan)
 
-    def index_plan(self, kind: str, count: Optional[int] = None) -> IndexPlan:
-        """Which FAISS index suits this collection now (or the user's override)."""
-        if count is None:
-            table = schema.files if kind == "files" else schema.captions
-            with self._engine.connect() as conn:
-                count = conn.execute(select(func.count()).select_from(table)).scalar_one()
-        override = os.environ.get("SIGHTLINE_FAISS_INDEX") or self.get_meta("faiss_index")
-        return choose_factory(count, self.dim, override)
-
-    def set_index_override(self, factory: Optional[str]) -> None:
-        """Persist a FAISS index-factory string for this index ('' or None: automatic)."""
-        with self._engine.begin() as conn:
-            if factory:
-                self._set_meta(conn, faiss_index=factory)
-            else:
-                conn.execute(delete(schema.meta).where(schema.meta.c.key == "faiss_index"))
-        self._dirty.update(k for k in self._vectors)
-
-    def _build_vectors(self, kind: str, plan: IndexPlan) -> VectorIndex:
-        table = schema.files if kind == "files" else schema.captions
+    def _build(self, kind: Kind, plan: IndexPlan) -> VectorIndex:
+        table = TABLES[kind]
         with self._engine.connect() as conn:
             rows = conn.execute(select(table.c.id, table.c.embedding).order_by(table.c.id)).all()
         ids = np.array([r[0] for r in rows], np.int64)
-        vectors = vectors_from_blobs([r[1] for r in rows], self.dim)
-        log.info("building %s vectors (%d) as %s", kind, len(ids), plan.factory)
-        return VectorIndex.build(self.dim, plan, ids, vectors)
+        vectors = vectors_from_blobs([r[1] for r in rows], self._dim())
+        log.info("building %s vectors (%d) as %s", kind.value, len(ids), plan.factory)
+        return VectorIndex.build(self._dim(), plan, ids, vectors)
 
-    def _sync(self, kind: str, index: VectorIndex) -> bool:
+    def _sync(self, kind: Kind, index: VectorIndex) -> bool:
         """Bring ``index`` in step with the database by id; True if it changed.
 
         Ids only grow (AUTOINCREMENT), so (count, max id) changes whenever the
         set of ids does: any insert raises the max, deletes alone lower the
         count.  An unchanged signature skips reading every id.
         """
-        table = schema.files if kind == "files" else schema.captions
+        table = TABLES[kind]
         with self._engine.connect() as conn:
             signature = tuple(conn.execute(select(func.count(), func.max(table.c.id)).select_from(table)).one())
             if self._synced.get(kind) == (id(index), signature):
@@ -108,47 +109,44 @@ class VectorCaches:
         missing = np.setdiff1d(db_ids, have, assume_unique=True)
         if stale.size:
             index.remove(stale)
-        for start in range(0, missing.size, 20_000):
-            chunk = [int(i) for i in missing[start:start + 20_000]]
+        for start in range(0, missing.size, _SYNC_CHUNK):
+            chunk = [int(i) for i in missing[start:start + _SYNC_CHUNK]]
             with self._engine.connect() as conn:
                 rows = conn.execute(select(table.c.id, table.c.embedding).where(table.c.id.in_(chunk))).all()
             index.add(np.array([r[0] for r in rows], np.int64), vectors_from_blobs([r[1] for r in rows], index.dim))
         if stale.size or missing.size:
-            log.info("%s vectors: caught up with the database (+%d, -%d)", kind, missing.size, stale.size)
+            log.info("%s vectors: caught up with the database (+%d, -%d)", kind.value, missing.size, stale.size)
         self._synced[kind] = (id(index), signature)
         return bool(stale.size or missing.size)
 
-    def _apply_vectors(self, kind: str, remove: Sequence[int] = (), ids=None, vectors=None) -> None:
+    def apply(self, kind: Kind, remove: Sequence[int] = (), ids: Sequence[int] = (), vectors=None) -> None:
+        """Mirror a committed change: ``remove`` these ids, add ``ids`` with ``vectors``."""
+        if not len(remove) and not len(ids):
+            return
         with self._lock:
-            index = self._vectors[kind]
+            index = self._indexes[kind]
+            self._dirty.add(kind)
             if index is None:
-                # Not loaded: loading catches up from the database; save() does that.
-                if len(remove) or ids:
-                    self._dirty.add(kind)
-                return
+                return  # not loaded: loading catches up from the database (save() does that)
             if len(remove):
                 index.remove(remove)
-            if ids:
+            if len(ids):
                 index.add(np.asarray(ids, np.int64), vectors)
-            if len(remove) or ids:
-                self._dirty.add(kind)
 
     def refresh(self) -> None:
         """Pick up changes another process committed (readers such as the server)."""
         with self._lock:
-            for kind, index in self._vectors.items():
+            for kind, index in self._indexes.items():
                 if index is not None:
                     self._sync(kind, index)
 
-    def save(self) -> None:
-        """Write changed FAISS caches to disk atomically."""
+    def save(self, has_vectors: bool) -> None:
+        """Write changed caches to disk atomically (``has_vectors``: the index records a model)."""
         with self._lock:
             for kind in list(self._dirty):
-                if self.model_info() is not None:
-                    index = self.vectors(kind)
-                    plan = self.index_plan(kind)
+                if has_vectors:
+                    index, plan = self.index(kind), self.plan(kind)
                     if index.needs_rebuild or not fits(index, plan):
-                        index = self._vectors[kind] = self._build_vectors(kind, plan)
-                    index.save(self.root / VECTOR_FILES[kind])
+                        index = self._indexes[kind] = self._build(kind, plan)
+                    index.save(self.path(kind))
                 self._dirty.discard(kind)
-

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from sightline.search.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -219,20 +219,11 @@ class VectorIndex:
         return params
 
     def save(self, path: Path) -> None:
-        """Write atomically: temp file in the same folder, fsync, rename."""
+        """Write atomically (see :mod:`sightline.search.atomic`)."""
         import faiss
 
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self._index, tmp)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            faiss.write_index(self._index, str(tmp))
 
     @classmethod
     def load(cls, path: Path, dim: int, plan: IndexPlan) -> "VectorIndex":

@@ -28,7 +28,7 @@ def tiny_model_args(tiny_checkpoint) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_checkpoint):
-    from search.models import ModelSpec, load_encoder
+    from sightline.search.models import ModelSpec, load_encoder
 
     return load_encoder(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint)), device="cpu", precision="fp32")
 
@@ -36,7 +36,7 @@ def tiny_encoder(tiny_checkpoint):
 @pytest.fixture(scope="session")
 def open_clip_encoder(tiny_checkpoint):
     """The tiny model built by open_clip itself (the reference for the lean loader)."""
-    from search.models import ModelSpec, load_encoder
+    from sightline.search.models import ModelSpec, load_encoder
 
     return load_encoder(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint)), device="cpu", precision="fp32", lean=False)
 

@@ -3,7 +3,7 @@
 Starting Python with torch and open_clip takes seconds on a small CI machine;
 the random-kill test needs dozens of indexing processes to kill.  This server
 imports everything once, then forks: each child runs the real CLI entry point
-(``indexer.cli.main``) in its own process group and exits, exactly like a
+(``sightline.cli.main``) in its own process group and exits, exactly like a
 fresh ``sightline`` process except for the import time.  torch is limited to
 one thread before forking, so no OpenMP pool exists that a fork could break.
 
@@ -36,7 +36,7 @@ def _child(request: dict) -> None:
         sys.stdin = open(0, closefd=False)
         sys.stdout = open(1, "w", closefd=False)
         sys.stderr = open(2, "w", closefd=False)
-        from indexer.cli import main
+        from sightline.cli import main
 
         main.main(args=request["run"], prog_name="sightline")
         code = 0
@@ -60,9 +60,9 @@ def serve() -> None:
     import open_clip  # noqa: F401
     import sqlalchemy  # noqa: F401
 
-    import indexer.cli  # noqa: F401
-    import indexer.pipeline  # noqa: F401
-    import search.models  # noqa: F401
+    import sightline.cli  # noqa: F401
+    import sightline.indexer.pipeline  # noqa: F401
+    import sightline.search.models  # noqa: F401
 
     reply = lambda obj: print(json.dumps(obj), flush=True)  # noqa: E731
     reply({"ready": True})

@@ -24,7 +24,7 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     import open_clip
     import torch
 
-    from search.models import resolve_model_name
+    from sightline.search.model_loaders import resolve_model_name
 
     name = resolve_model_name(str(TINY_CONFIG))
     torch.manual_seed(seed)

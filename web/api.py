@@ -14,12 +14,12 @@ from fastapi import APIRouter, File, Path, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from PIL import Image
 
-from search.store_records import display_path
-from web import schemas
-from web.errors import ApiError
-from web.security import COOKIE_NAME, token_matches
-from web.service import SearchService, content_disposition
-from web.thumbnails import iter_file, open_indexed
+from sightline.search.store_records import display_path
+from sightline.web import schemas
+from sightline.web.errors import ApiError
+from sightline.web.security import COOKIE_NAME, token_matches
+from sightline.web.service import SearchService, content_disposition
+from sightline.web.thumbnails import iter_file, open_indexed
 
 _ERRORS = {status: {"model": schemas.ErrorResponse} for status in (401, 404, 422, 500, 503)}
 _UPLOAD_ERRORS = {status: {"model": schemas.ErrorResponse} for status in (400, 413, 415)}

@@ -19,44 +19,26 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from web.api import build_router
-from web.errors import install_handlers
-from web.security import RequestGuard
-from web.service import SearchService, limit_torch_threads
-from web.settings import Settings
+from sightline.web.api import build_router
+from sightline.web.errors import install_handlers
+from sightline.web.security import RequestGuard
+from sightline.web.service import SearchService
+from sightline.web.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def open_engine(settings: Settings):
-    """The default engine: the index's own model unless settings name one.
+def open_engine(settings: ServerSettings):
+    """The default engine: over the settings' index, with the model they choose
+    (the index's own unless they name one), loaded when first needed."""
+    from sightline.search.engine import SearchEngine
 
-    The model is chosen when it is first needed, not when the index is
-    opened: a server started on an empty index then uses the model the
-    indexer records later, instead of a default picked too early.
-    """
-    from search.engine import SearchEngine
-    from search.models import ModelSpec, load_encoder
-    from search.store import Store
-
-    store = Store.open(settings.index_dir)
-    explicit = settings.model_name or settings.pretrained
-
-    def load():
-        info = store.model_info()
-        if explicit or info is None:
-            spec = ModelSpec.from_env(settings.model_name, settings.pretrained)
-        else:
-            spec = ModelSpec(info.name or None, info.pretrained or None)
-        limit_torch_threads(settings.intra_op_threads)
-        return load_encoder(spec, settings.device)
-
-    return SearchEngine(store, load)
+    return SearchEngine.open(settings.engine_settings)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: ServerSettings) -> FastAPI:
     settings.check()
 
     @asynccontextmanager

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
-from search.errors import SightlineError
+from sightline.search.errors import SightlineError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
 
-from search.engine import MAX_K, MAX_QUERY_CHARS
+from sightline.search.engine import MAX_K, MAX_QUERY_CHARS
 
 
 class Page(BaseModel):

@@ -27,8 +27,8 @@ from typing import Optional
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 
-from web.errors import error_body
-from web.settings import Settings, is_loopback
+from sightline.web.errors import error_body
+from sightline.web.settings import ServerSettings, is_loopback
 
 COOKIE_NAME = "sightline_token"
 TOKEN_HEADER = "x-sightline-token"
@@ -44,7 +44,7 @@ _COMMON_HEADERS = [
 ]
 
 
-def token_matches(settings: Settings, given: Optional[str]) -> bool:
+def token_matches(settings: ServerSettings, given: Optional[str]) -> bool:
     """Constant-time check of a presented token (header, cookie or login body).
 
     Both sides are hashed first so that the comparison time depends neither on
@@ -80,7 +80,7 @@ def host_allowed(host_header: Optional[str]) -> bool:
 
 
 class RequestGuard:
-    def __init__(self, app, settings: Settings):
+    def __init__(self, app, settings: ServerSettings):
         self.app = app
         self.settings = settings
         self.body_limit = settings.max_upload_bytes + MULTIPART_SLACK

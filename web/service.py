@@ -16,13 +16,13 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from search.engine import CaptionHit, ImageHit, SearchEngine
-from search.errors import ImageDecodeError, InvalidQueryError
-from search.imageio import decode_image, max_pixels_from_env
-from search.store_records import FileRow, display_path
-from web import schemas
-from web.settings import Settings
-from web.thumbnails import ThumbnailCache
+from sightline.search.engine import CaptionHit, ImageHit, SearchEngine
+from sightline.search.errors import ImageDecodeError, InvalidQueryError
+from sightline.search.imageio import decode_image
+from sightline.search.store_records import FileRow, Kind, display_path
+from sightline.web import schemas
+from sightline.web.settings import ServerSettings
+from sightline.web.thumbnails import ThumbnailCache
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ def iso(ts: Optional[float]) -> Optional[str]:
 
 
 class SearchService:
-    def __init__(self, settings: Settings, open_engine: Callable[[], SearchEngine]):
+    def __init__(self, settings: ServerSettings, open_engine: Callable[[], SearchEngine]):
         self.settings = settings
         self.engine = open_engine()
-        self.thumbnails = ThumbnailCache(settings.thumbnails, max_pixels_from_env())
+        self.thumbnails = ThumbnailCache(settings.thumbnails, settings.core.max_pixels)
         self.model_loaded = False
         self.model_error: Optional[str] = None
         self._counts_cache: tuple[float, dict] = (-1e9, {})
@@ -54,7 +54,6 @@ class SearchService:
         """Load the model and run it once, so the first real query is warm."""
         if self.store.model_info() is None:
             return  # empty index: the model it will use is not known yet
-        limit_torch_threads(self.settings.intra_op_threads)
         try:
             self.engine.encoder.encode_texts(["warm up"])
             self.model_loaded = True
@@ -148,7 +147,7 @@ class SearchService:
     def _captions_for_vector(self, vector, k: int):
         if self.counts()["captions"] == 0:
             return [], NO_CAPTIONS_NOTE
-        found = self.store.search("captions", vector, k)
+        found = self.store.search(Kind.CAPTIONS, vector, k)
         rows = self.store.get_captions([i for i, _ in found])
         return self._captions([CaptionHit(i, s, rows[i]) for i, s in found if i in rows])
 
@@ -219,17 +218,6 @@ class SearchService:
         return schemas.HealthResponse(status="degraded" if degraded else "ok", images=images,
                                       model_loaded=self.model_loaded,
                                       detail="the search model could not be loaded" if degraded else None)
-
-
-def limit_torch_threads(count: Optional[int]) -> None:
-    """Cap torch's intra-op threads (process-wide; before the model's first use)."""
-    if count is None:
-        return
-    import torch
-
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
-        log.info("torch intra-op threads: %d", count)
 
 
 def summary_fields(row: FileRow, base: str) -> dict:

@@ -1,15 +1,18 @@
 """Server settings: one plain object, built by the CLI (or a test) and passed
-to :func:`web.app.create_app`."""
+to :func:`sightline.web.app.create_app`.  What the library needs (index,
+model, precision, limits) is the library's own
+:class:`~sightline.search.settings.Settings`, held in :attr:`ServerSettings.core`."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from search.errors import SightlineError
+from sightline.search.errors import SightlineError
+from sightline.search.settings import Settings
 
 MiB = 1024 * 1024
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -32,16 +35,13 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass
-class Settings:
-    index_dir: Path
+class ServerSettings:
+    #: The index, its model and how to run it (the library's settings).
+    core: Settings
     host: str = "127.0.0.1"
     port: int = 8000
     #: Required when ``host`` is not a loopback address; checked on every API call.
     token: Optional[str] = None
-    #: Model override (normally the index's own model is used).
-    model_name: Optional[str] = None
-    pretrained: Optional[str] = None
-    device: Optional[str] = None
     max_upload_bytes: int = 20 * MiB
     #: Decompression-bomb guard for uploads (pixels); indexed files use the indexer's limit.
     upload_max_pixels: int = 50_000_000
@@ -63,6 +63,15 @@ class Settings:
     preload_model: bool = True
     #: Tests inject an engine (e.g. over a fake encoder); default: SearchEngine.open.
     engine_factory: Optional[Callable[[], object]] = field(default=None, repr=False)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.core.index_dir
+
+    @property
+    def engine_settings(self) -> Settings:
+        """The library settings the engine opens with: the core ones, with the server's torch threads."""
+        return replace(self.core, threads=self.intra_op_threads)
 
     @property
     def exposed(self) -> bool:

@@ -24,9 +24,10 @@ from typing import BinaryIO, Optional
 
 from PIL import Image
 
-from search.errors import NotFoundError
-from search.imageio import decode_image
-from search.store_records import FileRow
+from sightline.search.atomic import atomic_write
+from sightline.search.errors import NotFoundError
+from sightline.search.imageio import decode_image
+from sightline.search.store_records import FileRow
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +106,12 @@ class ThumbnailCache:
     def _store(self, path: Path, data: bytes) -> None:
         if self._cache_broken:
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # atomic: a reader sees all of it or nothing
+            atomic_write(path, data)  # a reader sees all of it or nothing
         except OSError as exc:
             self._cache_broken = True
             log.warning("cannot write thumbnails under %s (%s); serving them uncached", self.root, exc)
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
 
 
 def _read(path: Path) -> Optional[bytes]:

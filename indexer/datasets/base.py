@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple, Optional
 
-from search.errors import DatasetError
+from sightline.search.errors import DatasetError
 
 #: Split name given to items of a dataset that has no splits.
 NO_SPLIT = "all"

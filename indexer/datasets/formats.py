@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional
 
-from indexer.datasets.base import NO_SPLIT, CaptionDataset, CaptionedImage, check_captions, image_path, require_file
-from search.errors import DatasetError
+from sightline.indexer.datasets.base import NO_SPLIT, CaptionDataset, CaptionedImage, check_captions, image_path, require_file
+from sightline.search.errors import DatasetError
 
 #: Accepted column / key names in generic files, most specific first.
 IMAGE_KEYS = ("image", "image_path", "filepath", "file", "filename", "path", "img")

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.datasets.base import CaptionDataset
-from indexer.datasets.formats import load_annotations
-from search.errors import DatasetError
+from sightline.indexer.datasets.base import CaptionDataset
+from sightline.indexer.datasets.formats import load_annotations
+from sightline.search.errors import DatasetError
 
 
 @dataclass(frozen=True)

@@ -13,23 +13,20 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer.decode import DecodeTask, DecoderConfig
-from indexer.workers import decode_all
-from search.errors import DatasetError
-from search.imageio import max_pixels_from_env
-from search.preprocess import Preprocessor
-
-
-def default_workers() -> int:
-    env = os.environ.get("SIGHTLINE_WORKERS")
-    return int(env) if env else max(1, min(8, os.cpu_count() or 1))
+from sightline.indexer.decode import DecodeTask, DecoderConfig
+from sightline.indexer.workers import decode_all
+from sightline.search.errors import DatasetError
+from sightline.search.imageio import DEFAULT_MAX_PIXELS
+from sightline.search.preprocess import Preprocessor
 
 
 def pixel_batches(paths: Sequence[str], preprocessor: Preprocessor, batch_size: int = 64,
-                  workers: int | None = None, progress: bool = False,
-                  desc: str = "decoding") -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+                  workers: int | None = None, progress: bool = False, desc: str = "decoding",
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """Yield ``(indices into paths, preprocessed arrays)`` batches, in completion order."""
     from tqdm import tqdm
+
+    from sightline.indexer.pipeline import default_workers
 
     workers = default_workers() if workers is None else workers
     tasks = []
@@ -40,7 +37,7 @@ def pixel_batches(paths: Sequence[str], preprocessor: Preprocessor, batch_size: 
             raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from None
         tasks.append(DecodeTask(path, st.st_size, st.st_mtime_ns))
     position = {path: i for i, path in enumerate(paths)}
-    config = DecoderConfig(preprocessor, max_pixels_from_env(), use_draft=True)
+    config = DecoderConfig(preprocessor, max_pixels, use_draft=True)
     failures: list[str] = []
     indices: list[int] = []
     arrays: list[np.ndarray] = []

@@ -35,10 +35,6 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch size >= 2 (contrastive loss needs negatives)")
 
-    @property
-    def towers_trainable(self) -> bool:
-        return self.mode != "heads"
-
     def effective_tower_lr(self) -> float:
         if self.mode == "scratch":
             return self.lr

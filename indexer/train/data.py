@@ -19,10 +19,11 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from indexer.datasets import CaptionDataset, CaptionedImage
-from indexer.datasets.pixels import input_shape, pixel_batches
-from search.errors import DatasetError
-from search.preprocess import Preprocessor
+from sightline.search.atomic import atomic_path
+from sightline.indexer.datasets import CaptionDataset, CaptionedImage
+from sightline.indexer.datasets.pixels import input_shape, pixel_batches
+from sightline.search.errors import DatasetError
+from sightline.search.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,7 @@ def tokenize(tokenizer, texts: Sequence[str], chunk: int = 4096) -> torch.Tensor
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("SIGHTLINE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
+    """Where decoded pixels and tower features are cached when no folder is given: the user cache dir."""
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("sightline", appauthor=False))
@@ -128,17 +127,12 @@ def cached_pixels(split: Split, preprocessor: Preprocessor, cache_dir: Path, wor
         except (OSError, ValueError):
             log.warning("pixel cache %s is damaged; decoding again", path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(split), *shape))
-    try:
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(split), *shape))
         for indices, arrays in pixel_batches(split.images, preprocessor, 256, workers, progress, "decoding"):
             out[indices] = np.stack(arrays)
         out.flush()
         del out
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return np.load(path, mmap_mode="r")
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from indexer.datasets.pixels import pixel_batches
-from indexer.train.data import Split, tokenize
+from sightline.search.atomic import atomic_path
+from sightline.indexer.datasets.pixels import pixel_batches
+from sightline.indexer.train.data import Split, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,8 @@ def tower_features(model, split: Split, cache_dir: Path, device: str = "cpu", ba
             log.warning("feature cache %s is unreadable (%s); recomputing", path, exc)
     images, texts = _compute(model, split, device, batch_size, workers, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    torch.save({"images": images, "texts": texts}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"images": images, "texts": texts}, tmp)
     return images, texts
 
 

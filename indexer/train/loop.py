@@ -13,13 +13,13 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from indexer.train.data import Split, cached_pixels, epoch_generator, one_caption_each, pixel_batch, tokenize
-from indexer.train.features import tower_features
-from indexer.train.loss import contrastive_loss
-from indexer.train.model import TrainableModel
-from indexer.train.schedule import set_lr, warmup_cosine
-from indexer.train.state import ResumeError, load_state, save_state, trainable_state
-from search.metrics import image_text_retrieval
+from sightline.indexer.train.data import Split, cached_pixels, epoch_generator, one_caption_each, pixel_batch, tokenize
+from sightline.indexer.train.features import tower_features
+from sightline.indexer.train.loss import contrastive_loss
+from sightline.indexer.train.model import TrainableModel
+from sightline.indexer.train.schedule import set_lr, warmup_cosine
+from sightline.indexer.train.state import ResumeError, load_state, save_state, trainable_state
+from sightline.search.metrics import image_text_retrieval
 
 log = logging.getLogger(__name__)
 

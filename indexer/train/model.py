@@ -17,12 +17,13 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from indexer.train.config import TrainConfig
-from indexer.train.loss import LogitScale
-from search import checkpoint
-from search.errors import ModelNotAvailableError
-from search.models import ModelSpec, load_encoder, resolve_model_name
-from search.preprocess import Preprocessor
+from sightline.indexer.train.config import TrainConfig
+from sightline.indexer.train.loss import LogitScale
+from sightline.search import checkpoint
+from sightline.search.errors import ModelNotAvailableError
+from sightline.search.model_loaders import resolve_model_name, tokenizer_for_config
+from sightline.search.models import ModelSpec, load_encoder, model_id_for, resolve_spec
+from sightline.search.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def load_towers(model_name: Optional[str], pretrained: Optional[str], mode: str,
         if not model_name:
             raise ModelNotAvailableError("scratch training needs an architecture: --model NAME or a config JSON")
         return _scratch_towers(model_name, seed)
-    spec = ModelSpec.from_env(model_name, pretrained)
+    spec = resolve_spec(ModelSpec(model_name, pretrained))
     if spec.pretrained and Path(spec.pretrained).expanduser().is_file() and \
             checkpoint.is_sightline_checkpoint(Path(spec.pretrained).expanduser()):
         return _checkpoint_towers(Path(spec.pretrained).expanduser().resolve())
@@ -69,8 +70,6 @@ def _scratch_towers(model_name: str, seed: int) -> Towers:
 
 
 def _checkpoint_towers(path: Path) -> Towers:
-    from search.models import _tokenizer_for_cfg, model_id_for  # the tokenizer loading uses, exactly
-
     try:
         dual, model_cfg, payload = checkpoint.load_checkpoint(path)
     except Exception as exc:
@@ -78,7 +77,7 @@ def _checkpoint_towers(path: Path) -> Towers:
     preprocess_cfg = dict(payload["preprocess_cfg"])
     has_heads = bool(dual.head_specs)
     return Towers(dual.clip, payload.get("model_name", "sightline"), model_cfg, preprocess_cfg,
-                  _tokenizer_for_cfg(model_cfg), Preprocessor.from_open_clip(preprocess_cfg, None),
+                  tokenizer_for_config(model_cfg), Preprocessor.from_open_clip(preprocess_cfg, None),
                   model_id_for(ModelSpec(None, str(path))), dual if has_heads else None)
 
 

@@ -9,12 +9,12 @@ from typing import Callable, Optional
 
 import torch
 
-from indexer.datasets import CaptionDataset, load_annotations, load_named
-from indexer.train.config import TrainConfig
-from indexer.train.data import default_cache_dir, train_val_splits
-from indexer.train.loop import EpochRecord, Trainer, TrainResult
-from indexer.train.model import TrainableModel, load_towers
-from indexer.train.state import load_state
+from sightline.indexer.datasets import CaptionDataset, load_annotations, load_named
+from sightline.indexer.train.config import TrainConfig
+from sightline.indexer.train.data import default_cache_dir, train_val_splits
+from sightline.indexer.train.loop import EpochRecord, Trainer, TrainResult
+from sightline.indexer.train.model import TrainableModel, load_towers
+from sightline.indexer.train.state import load_state
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def run_training(job: TrainJob, resume: bool = False,
     (its dataset, model and settings come from the saved state)."""
     if resume:
         job = _job_from_state(job)
-    from search.encoder import default_device
+    from sightline.search.encoder import default_device
 
     device = default_device(job.device)
     torch.manual_seed(job.config.seed)

@@ -8,13 +8,13 @@ the optimizer, counters and history.  Written atomically after each epoch.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from search.errors import SightlineError
+from sightline.search.atomic import atomic_path
+from sightline.search.errors import SightlineError
 
 STATE_VERSION = 1
 
@@ -40,9 +40,8 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_state(out: Path, **state: Any) -> None:
     path = state_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save({"version": STATE_VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"version": STATE_VERSION, **state}, tmp)
 
 
 def load_state(out: Path) -> dict:

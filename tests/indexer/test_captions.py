@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from indexer.captions import (
+from sightline.indexer.captions import (
     SOURCE_DATASET,
     SOURCE_SIDECAR,
     index_captions,
@@ -12,9 +12,9 @@ from indexer.captions import (
     sidecar_captions,
     sidecars_under,
 )
-from indexer.pipeline import IndexJob
-from search.errors import ModelMismatchError
-from search.store import Store
+from sightline.indexer.pipeline import IndexJob
+from sightline.search.errors import ModelMismatchError
+from sightline.search.store import Store
 from tests.helpers import FakeEncoder, write_photos
 
 
@@ -100,7 +100,7 @@ def test_captions_need_the_index_model(indexed):
 def test_cli_index_with_captions_file_and_sidecars(tmp_path, tiny_model_args):
     from click.testing import CliRunner
 
-    from indexer.cli import main
+    from sightline.cli import main
 
     photos = write_photos(tmp_path / "photos", 3)
     (tmp_path / "captions.csv").write_text(f"image,caption\n{photos[0].name},a caption from the file\n")

@@ -15,8 +15,10 @@ import subprocess
 import sys
 import time
 
-from search.errors import IndexLockedError
-from search.store import Store
+import pytest
+
+from sightline.search.errors import IndexLockedError
+from sightline.search.store import Store
 from tests.helpers import REPO, write_photos
 
 
@@ -29,7 +31,7 @@ def committed(db) -> int:
 
 
 def sightline(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "indexer.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sightline", *map(str, args)], capture_output=True, text=True,
                           cwd=REPO, timeout=300, **kwargs)
 
 
@@ -38,7 +40,7 @@ def test_second_index_run_is_refused_while_the_first_runs(tmp_path, tiny_model_a
     write_photos(folder, 60)
     write_photos(other, 3, start=500)
     index = tmp_path / "index"
-    first = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(folder), "--index", str(index),
+    first = subprocess.Popen([sys.executable, "-m", "sightline", "index", str(folder), "--index", str(index),
                               *tiny_model_args, "--batch-size", "1", "--workers", "0", "--json"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
@@ -70,7 +72,7 @@ def test_second_index_run_is_refused_while_the_first_runs(tmp_path, tiny_model_a
     # Once the first has finished, the same command goes through.
     from click.testing import CliRunner
 
-    from indexer.cli import main
+    from sightline.cli import main
 
     again = CliRunner().invoke(main, ["index", str(other), "--index", str(index), "--workers", "0", "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout)["indexed"] == 3
@@ -80,19 +82,16 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
     """flock is the kernel's: a kill -9 of the writer never leaves a stale lock behind."""
     index = tmp_path / "index"
     Store.open(index, create=True).close()
-    code = ("import sys, time; from search.store import Store\n"
-            "s = Store.open(sys.argv[1]); s.acquire_writer_lock(); print('locked', flush=True); time.sleep(600)")
+    code = ("import sys, time; from sightline.search.store import Store\n"
+            "s = Store.open(sys.argv[1]); w = s.writer(); w.__enter__(); print('locked', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(index)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with Store.open(index) as store:
-            try:
-                store.acquire_writer_lock()
+        with Store.open(index) as store, pytest.raises(IndexLockedError):
+            with store.writer():
                 raise AssertionError("the lock was not held")
-            except IndexLockedError:
-                pass
     finally:
         holder.kill()
         holder.wait()
-    with Store.open(index) as store:
-        store.acquire_writer_lock()
+    with Store.open(index) as store, store.writer():
+        pass

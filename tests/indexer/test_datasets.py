@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.datasets import NO_SPLIT, detect_format, load_annotations, load_named
-from search.errors import DatasetError
+from sightline.indexer.datasets import NO_SPLIT, detect_format, load_annotations, load_named
+from sightline.search.errors import DatasetError
 from tests.helpers import photo
 
 

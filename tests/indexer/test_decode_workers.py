@@ -8,14 +8,12 @@ import subprocess
 import sys
 import time
 
-import pytest
 
-import indexer.workers
-from indexer.decode import DecodeTask, DecoderConfig, decode_one, read_bytes
-from indexer.pipeline import IndexJob
-from indexer.workers import decode_all
-from search.errors import ImageDecodeError
-from search.store import Store
+import sightline.indexer.workers as workers_module
+from sightline.indexer.decode import DecodeTask, DecoderConfig, decode_one
+from sightline.indexer.pipeline import IndexJob
+from sightline.indexer.workers import decode_all
+from sightline.search.store import Store
 from tests.helpers import REPO, photo, write_photos
 from tests.hostile_corpus import CRASH_SIZE, HANG_SIZE, MisbehavingPreprocessor
 
@@ -33,7 +31,7 @@ def test_a_crashing_and_a_stuck_decoder_cost_one_file_each(tmp_path, tiny_encode
     paths = write_photos(folder, 10, size=(40, 30))
     photo(1, CRASH_SIZE).save(folder / "crash.png")
     photo(2, HANG_SIZE).save(folder / "hang.png")
-    monkeypatch.setattr(indexer.workers, "DECODE_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(workers_module, "DECODE_TIMEOUT_S", 3.0)
     config = DecoderConfig(MisbehavingPreprocessor(tiny_encoder.preprocessor), max_pixels=10**8)
     started = time.monotonic()
     results = list(decode_all(tasks_for(sorted(folder.iterdir())), config, frozenset(), workers=2, window=8))
@@ -61,7 +59,7 @@ def test_oversized_file_is_refused_before_reading(tmp_path):
     big = tmp_path / "huge.jpg"
     with open(big, "wb") as handle:
         handle.truncate(600 * 1024 * 1024)  # sparse: no disk, but reading it would take 512 MB of memory
-    code = ("import sys; from indexer.decode import read_bytes\n"
+    code = ("import sys; from sightline.indexer.decode import read_bytes\n"
             "try:\n    read_bytes(sys.argv[1])\nexcept Exception as exc:\n    print(exc)\n"
             # VmHWM, not ru_maxrss: the latter keeps the (large) pytest parent's peak across exec.
             "print([int(l.split()[1]) // 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
@@ -126,11 +124,11 @@ def test_unreadable_files_are_recorded_and_retried_once_readable(tmp_path, tiny_
 
 def test_files_deleted_and_rewritten_while_indexing(tmp_path, tiny_encoder, monkeypatch):
     """Deterministic: while the job reads photo 2, other files are deleted, broken, replaced, added."""
-    import indexer.decode
+    import sightline.indexer.decode as decode_module
 
     folder = tmp_path / "photos"
     paths = write_photos(folder, 10)
-    real_read = indexer.decode.read_bytes
+    real_read = decode_module.read_bytes
 
     def read_and_meddle(path, *args):
         if path == str(paths[2]):
@@ -142,10 +140,10 @@ def test_files_deleted_and_rewritten_while_indexing(tmp_path, tiny_encoder, monk
             photo(502).save(folder / "photo_0100.jpg")  # appears after the scan
         return real_read(path, *args)
 
-    monkeypatch.setattr(indexer.decode, "read_bytes", read_and_meddle)
+    monkeypatch.setattr(decode_module, "read_bytes", read_and_meddle)
     index = tmp_path / "index"
     first = run_job(index, tiny_encoder, folder)
-    monkeypatch.setattr(indexer.decode, "read_bytes", real_read)
+    monkeypatch.setattr(decode_module, "read_bytes", real_read)
     reasons = {os.path.basename(f.path): f.reason for f in first.failed}
     assert reasons.keys() == {"photo_0005.jpg", "photo_0006.jpg"}
     assert reasons["photo_0005.jpg"] == "file disappeared while indexing"
@@ -223,7 +221,7 @@ def test_decode_window_stays_bounded_when_the_model_is_slow(tmp_path, tiny_encod
             future.add_done_callback(lambda _: outstanding.__setitem__(0, outstanding[0] - 1))
             return future
 
-    monkeypatch.setattr(indexer.workers, "ProcessPoolExecutor", CountingPool)
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", CountingPool)
     paths = write_photos(tmp_path / "photos", 30, size=(40, 30))
     config = DecoderConfig(tiny_encoder.preprocessor, max_pixels=10**8)
     count = 0

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from indexer import synthetic
-from indexer.cli import main
-from indexer.datasets import load_annotations
+from sightline.indexer import synthetic
+from sightline.cli import main
+from sightline.indexer.datasets import load_annotations
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -91,7 +91,7 @@ def test_demo_end_to_end_small(tmp_path, monkeypatch):
     assert (out / "model.pt").is_file() and (out / "recall.png").is_file() and (out / "demo-result.json").is_file()
     assert served["port"] == 8765 and served["host"] == "127.0.0.1"  # the UI is served on the demo index
 
-    from search.store import Store
+    from sightline.search.store import Store
 
     with Store.open(out / "index") as store:
         assert store.counts()["images"] == 24 and store.counts()["captions"] == 120

@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from indexer.cli import main
-from indexer.datasets import load_annotations
-from indexer.evaluate import PlotUnavailableError, embed_dataset, evaluate, plot_recall
-from indexer.synthetic import generate
-from search.metrics import image_text_retrieval
+from sightline.cli import main
+from sightline.indexer.datasets import load_annotations
+from sightline.indexer.evaluate import PlotUnavailableError, embed_dataset, evaluate, plot_recall
+from sightline.indexer.synthetic import generate
+from sightline.search.metrics import image_text_retrieval
 from tests.helpers import write_photos
 
 

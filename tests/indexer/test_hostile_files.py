@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.common import process_tree
-from indexer.cli import main
-from indexer.pipeline import IndexJob
-from search.errors import ImageDecodeError
-from search.imageio import decode_image
-from search.store import Store
-from search.store_records import display_path
+from sightline.cli import main
+from sightline.indexer.pipeline import IndexJob
+from sightline.search.errors import ImageDecodeError
+from sightline.search.imageio import decode_image
+from sightline.search.store import Store
+from sightline.search.store_records import display_path
 from tests.helpers import photo, write_photos
 from tests.hostile_corpus import build_cases, make_special_files, write_corpus
 
@@ -198,7 +198,7 @@ def test_indexing_bombs_and_big_images_in_bounded_memory(tmp_path, tiny_model_ar
         handle.truncate(600 * 1024 * 1024)
 
     index = tmp_path / "index"
-    proc = subprocess.Popen([sys.executable, "-m", "indexer.cli", "index", str(folder), "--index", str(index),
+    proc = subprocess.Popen([sys.executable, "-m", "sightline", "index", str(folder), "--index", str(index),
                              *tiny_model_args, "--workers", "2", "--batch-size", "4", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     peaks: dict[int, int] = {}

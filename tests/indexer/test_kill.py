@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from search.store import Store
+from sightline.search.store import Store
 from tests.helpers import write_photos
 
 
@@ -41,7 +41,7 @@ def test_sigkill_mid_index_then_rerun(tmp_path, tiny_model_args, kill_after):
     folder = tmp_path / "photos"
     write_photos(folder, total, size=(160, 120))
     index_dir = tmp_path / "index"
-    cmd = [sys.executable, "-m", "indexer.cli", "index", str(folder), "--index", str(index_dir),
+    cmd = [sys.executable, "-m", "sightline", "index", str(folder), "--index", str(index_dir),
            *tiny_model_args, "--batch-size", "2", "--workers", "1", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = index_dir / "sightline.db"

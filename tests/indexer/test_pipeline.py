@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.pipeline import IndexJob
-from search.engine import SearchEngine
-from search.store import Store
+from sightline.indexer.pipeline import IndexJob
+from sightline.search.engine import SearchEngine
+from sightline.search.store import Store
 from tests.helpers import bomb_png, photo, write_photos
 
 
@@ -117,7 +117,7 @@ def test_unreadable_folder_does_not_sweep_its_files(tmp_path, index_dir, tiny_en
     write_photos(folder, 1)
     run_job(index_dir, tiny_encoder, folder)
     # Tests run as root, which reads any folder; make listing this one fail as it would for a user.
-    import indexer.scan
+    import sightline.indexer.scan as scan_module
 
     real_scandir = os.scandir
 
@@ -126,7 +126,7 @@ def test_unreadable_folder_does_not_sweep_its_files(tmp_path, index_dir, tiny_en
             raise PermissionError(13, "Permission denied")
         return real_scandir(path)
 
-    monkeypatch.setattr(indexer.scan.os, "scandir", scandir)
+    monkeypatch.setattr(scan_module.os, "scandir", scandir)
     report = run_job(index_dir, tiny_encoder, folder)
     assert report.removed == 0 and len(stored(index_dir)) == 4
     assert [os.path.basename(f.path) for f in report.failed] == ["album"]
@@ -187,7 +187,7 @@ def test_unchanged_rescan_never_loads_the_model(tmp_path, index_dir, tiny_encode
 
 
 def test_model_mismatch_fails_before_loading(tmp_path, index_dir, tiny_encoder):
-    from search.errors import ModelMismatchError
+    from sightline.search.errors import ModelMismatchError
 
     write_photos(tmp_path / "photos", 2)
     run_job(index_dir, tiny_encoder, tmp_path / "photos")
@@ -197,7 +197,7 @@ def test_model_mismatch_fails_before_loading(tmp_path, index_dir, tiny_encoder):
 
 
 def test_model_id_is_known_without_loading(tiny_encoder, tiny_checkpoint):
-    from search.models import ModelSpec, model_id_for
+    from sightline.search.models import ModelSpec, model_id_for
     from tests.helpers import TINY_CONFIG
 
     assert model_id_for(ModelSpec(str(TINY_CONFIG), str(tiny_checkpoint))) == tiny_encoder.model_id

@@ -26,10 +26,10 @@ import time
 
 import pytest
 
-from indexer.repair import verify
-from search.errors import ImageDecodeError
-from search.imageio import decode_image
-from search.store import Store
+from sightline.indexer.repair import verify
+from sightline.search.errors import ImageDecodeError
+from sightline.search.imageio import decode_image
+from sightline.search.store import Store
 from tests.forking_cli import ForkingCli
 from tests.helpers import photo
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from indexer.cli import main
-from indexer.repair import DAMAGED, FATAL, STALE, repair, verify
-from search.store import ModelInfo, Store
-from search.store_records import FailureRecord, FileRecord
+from sightline.cli import main
+from sightline.indexer.repair import DAMAGED, FATAL, STALE, repair, verify
+from sightline.search.store import ModelInfo, Store
+from sightline.search.store_records import FailureRecord, FileRecord
 from tests.helpers import write_photos
 
 DIM = 16
@@ -173,7 +173,8 @@ def test_stale_and_missing_faiss_files_are_not_damage(index):
                          "caught up automatically on next use"),
         ("captions.faiss", "captions.faiss is missing; rebuilt automatically on next use")]
     assert cli("repair", "--index", index, "--check").exit_code == 0
-    repaired = repair(index)
+    with Store.open(index) as store:
+        repaired = repair(store)
     assert repaired.problems == [] and len(repaired.repaired) == 2
 
 
@@ -226,7 +227,7 @@ def test_damaged_database_is_named_never_a_traceback(index):
     # Commands that read the damaged pages say which file is damaged (exit 7), not a traceback.
     (index / "images.faiss").unlink()
     with Store.open(index) as store:
-        from search.errors import StoreCorruptError
+        from sightline.search.errors import StoreCorruptError
 
         with pytest.raises(StoreCorruptError, match="sightline.db is damaged"):
             store.vectors("files")
@@ -245,8 +246,7 @@ def test_database_damaged_at_open_is_named(index, where):
 
 
 def test_repair_waits_for_no_one_and_refuses_during_an_index_run(index):
-    with Store.open(index) as writer:
-        writer.acquire_writer_lock()
+    with Store.open(index) as store, store.writer():
         result = cli("repair", "--index", index)
         assert result.exit_code == 6 and "another process is writing" in result.stderr
         assert cli("repair", "--index", index, "--check").exit_code == 0  # checking needs no lock
@@ -255,6 +255,6 @@ def test_repair_waits_for_no_one_and_refuses_during_an_index_run(index):
 def test_failure_records_are_kept_by_repair(index):
     with Store.open(index) as store:
         store.record_failures([FailureRecord("/photos/broken.jpg", 1, 2, "truncated")])
-    repair(index)
+        repair(store)
     with Store.open(index) as store:
         assert [f.path for f in store.failures()] == ["/photos/broken.jpg"]

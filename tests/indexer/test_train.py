@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.synthetic import generate
-from indexer.train import DatasetRef, TrainConfig, TrainJob, run_training
-from indexer.train.data import Split, one_caption_each, train_val_splits
-from indexer.train.loss import LogitScale, contrastive_loss
-from indexer.train.schedule import warmup_cosine
-from indexer.train.state import ResumeError, state_path
-from search.checkpoint import is_sightline_checkpoint, load_checkpoint
-from search.models import ModelSpec, load_encoder
+from sightline.indexer.synthetic import generate
+from sightline.indexer.train import DatasetRef, TrainConfig, TrainJob, run_training
+from sightline.indexer.train.data import Split, one_caption_each, train_val_splits
+from sightline.indexer.train.loss import LogitScale, contrastive_loss
+from sightline.indexer.train.schedule import warmup_cosine
+from sightline.indexer.train.state import ResumeError, state_path
+from sightline.search.checkpoint import is_sightline_checkpoint, load_checkpoint
+from sightline.search.models import ModelSpec, load_encoder
+from sightline.search.settings import Settings
 from tests.helpers import TINY_CONFIG
 
 
@@ -74,7 +75,7 @@ def test_one_random_caption_per_image():
 
 
 def test_splits_without_val_hold_out_training_images(tmp_path):
-    from indexer.datasets import load_annotations
+    from sightline.indexer.datasets import load_annotations
 
     ann = tmp_path / "c.csv"
     ann.write_text("image,caption\n" + "".join(f"{i}.jpg,caption {i}\n" for i in range(40)))
@@ -188,11 +189,11 @@ def test_resume_without_state(tmp_path):
 
 
 def test_trained_checkpoint_indexes_and_searches(tiny_shapes, tmp_path, tiny_checkpoint):
-    from indexer.captions import index_captions
-    from indexer.datasets import load_annotations
-    from indexer.pipeline import IndexJob
-    from search.engine import SearchEngine
-    from search.store import Store
+    from sightline.indexer.captions import index_captions
+    from sightline.indexer.datasets import load_annotations
+    from sightline.indexer.pipeline import IndexJob
+    from sightline.search.engine import SearchEngine
+    from sightline.search.store import Store
 
     job = _job(tiny_shapes, tmp_path, "heads", tiny_checkpoint, epochs=1)
     run_training(job)
@@ -203,7 +204,7 @@ def test_trained_checkpoint_indexes_and_searches(tiny_shapes, tmp_path, tiny_che
         with store.writer():
             assert index_captions(store, encoder, test.captions_by_image()) == 12 * 5
         assert store.counts()["images"] == 12
-    engine = SearchEngine.open(tmp_path / "index", ModelSpec(None, str(job.out)), device="cpu")
+    engine = SearchEngine.open(Settings(tmp_path / "index", model=ModelSpec(None, str(job.out)), device="cpu"))
     try:
         hits = engine.search_text("three small blue stars on the left on a grey background", k=5)
         assert len(hits) == 5 and all(h.path.endswith(".png") for h in hits)
@@ -217,7 +218,7 @@ def test_trained_checkpoint_indexes_and_searches(tiny_shapes, tmp_path, tiny_che
 def test_cli_train_and_eval_with_the_trained_checkpoint(tiny_shapes, tmp_path, tiny_checkpoint):
     from click.testing import CliRunner
 
-    from indexer.cli import main
+    from sightline.cli import main
 
     out = tmp_path / "cli.pt"
     args = ["train", "--dataset", str(tiny_shapes), "--images", str(tiny_shapes.parent / "images"), "--out", str(out),
@@ -242,7 +243,7 @@ def test_cli_train_and_eval_with_the_trained_checkpoint(tiny_shapes, tmp_path, t
 def test_cli_train_errors(tmp_path):
     from click.testing import CliRunner
 
-    from indexer.cli import main
+    from sightline.cli import main
 
     result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "m.pt")])
     assert result.exit_code == 10 and "--dataset is required" in result.output

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from search import checkpoint
-from search.models import ModelSpec, load_encoder
+from sightline.search import checkpoint
+from sightline.search.models import ModelSpec, load_encoder
 from tests.helpers import TINY_CONFIG
 
 

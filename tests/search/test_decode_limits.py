@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.imageio import decode_image, shrink
-from search.preprocess import MAX_ASPECT, Preprocessor
+from sightline.search.imageio import decode_image, shrink
+from sightline.search.preprocess import MAX_ASPECT, Preprocessor
 from tests.helpers import REPO, photo
 from tests.hostile_corpus import raw_png
 
@@ -43,7 +43,7 @@ def test_extreme_aspect_ratio_is_cropped_before_resizing(size, monkeypatch):
 
 
 def test_aspect_limit_leaves_photos_and_panoramas_alone_and_slivers_nearly_unchanged():
-    from search.preprocess import _limit_aspect
+    from sightline.search.preprocess import _limit_aspect
 
     for size in [(4000, 3000), (12_000, 1_500), (250, 8_000)]:  # up to 32:1 untouched (bit-exact path)
         image = Image.new("RGB", size)
@@ -103,8 +103,8 @@ def test_shrunk_png_embeds_like_a_full_decode(tiny_encoder):
 
 _MEASURE = r"""
 import json, sys, time
-from search.imageio import decode_image
-from search.preprocess import Preprocessor
+from sightline.search.imageio import decode_image
+from sightline.search.preprocess import Preprocessor
 
 def hwm():
     return [int(l.split()[1]) // 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]

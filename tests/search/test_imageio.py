@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.errors import ImageDecodeError, ImageTooLargeError
-from search.imageio import decode_image
-from search.preprocess import Preprocessor
+from sightline.search.errors import ImageDecodeError, ImageTooLargeError
+from sightline.search.imageio import decode_image
+from sightline.search.preprocess import Preprocessor
 from tests.helpers import photo
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from search import lean_clip
-from search.models import ModelSpec, load_encoder
+from sightline.search import lean_clip
+from sightline.search.models import ModelSpec, load_encoder
 from tests.helpers import TINY_CONFIG, photo
 
 IMAGES = [photo(i, (90 + 11 * i, 70)) for i in range(6)]
@@ -38,7 +38,7 @@ def test_lean_embeddings_equal_open_clip(lean, tiny_checkpoint):
 
 def test_lean_loading_does_not_import_open_clip(tiny_checkpoint):
     code = (
-        "import sys; from search.models import ModelSpec, load_encoder; "
+        "import sys; from sightline.search.models import ModelSpec, load_encoder; "
         f"e = load_encoder(ModelSpec({str(TINY_CONFIG)!r}, {str(tiny_checkpoint)!r}), device='cpu'); "
         "e.encode_texts(['a dog']); print(type(e.model).__name__, 'open_clip' in sys.modules, "
         "'torchvision' in sys.modules)"

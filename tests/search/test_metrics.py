@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from search.metrics import (
+from sightline.search.metrics import (
     best_relevant_ranks,
     format_table,
     image_text_retrieval,
@@ -119,7 +119,7 @@ def test_perfect_retrieval_and_table():
 
 
 def test_blocks_give_the_same_answer(monkeypatch):
-    import search.metrics as metrics
+    import sightline.search.metrics as metrics
 
     rng = np.random.default_rng(7)
     images = rng.normal(size=(50, 6)).astype(np.float32)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from search.errors import ModelNotAvailableError
-from search.models import ModelSpec, load_encoder
+from sightline.search.errors import ModelNotAvailableError
+from sightline.search.models import ModelSpec, load_encoder, resolve_spec
+from sightline.search.store_records import ModelInfo
 from tests.helpers import TINY_CONFIG, photo
 
 
@@ -57,7 +58,7 @@ def test_missing_weights_error_says_what_to_do(monkeypatch, tmp_path):
     message = str(info.value)
     assert "'ViT-B-32'" in message and "laion2b_s34b_b79k" in message
     assert str(tmp_path / "hf" / "hub") in message
-    assert "--pretrained" in message and "SIGHTLINE_PRETRAINED" in message
+    assert "--pretrained" in message and "local checkpoint file" in message
     assert "HF_HUB_OFFLINE" in message
 
 
@@ -78,11 +79,13 @@ def test_garbage_checkpoint_file(tmp_path):
         load_encoder(ModelSpec(str(TINY_CONFIG), str(bad)), device="cpu")
 
 
-def test_spec_from_env(monkeypatch):
-    monkeypatch.setenv("SIGHTLINE_MODEL", "RN50")
-    monkeypatch.setenv("SIGHTLINE_PRETRAINED", "openai")
-    assert ModelSpec.from_env() == ModelSpec("RN50", "openai")
-    assert ModelSpec.from_env("ViT-B-16", None) == ModelSpec("ViT-B-16", "openai")
-    monkeypatch.delenv("SIGHTLINE_MODEL")
-    monkeypatch.delenv("SIGHTLINE_PRETRAINED")
-    assert ModelSpec.from_env() == ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+def test_the_model_is_decided_in_one_place(tiny_checkpoint):
+    recorded = ModelInfo("RN50/openai", 1024, "RN50", "openai")
+    # An explicit request wins over what the index records...
+    assert resolve_spec(ModelSpec("ViT-B-16", "openai"), recorded) == ModelSpec("ViT-B-16", "openai")
+    # ...weights alone mean the default architecture, unless they describe themselves (a file)...
+    assert resolve_spec(ModelSpec(None, "openai"), recorded) == ModelSpec("ViT-B-32", "openai")
+    assert resolve_spec(ModelSpec(None, str(tiny_checkpoint))) == ModelSpec(None, str(tiny_checkpoint))
+    # ...otherwise the index's own model, and for a new index the default.
+    assert resolve_spec(ModelSpec(), recorded) == ModelSpec("RN50", "openai")
+    assert resolve_spec(ModelSpec()) == ModelSpec("ViT-B-32", "laion2b_s34b_b79k")

@@ -3,12 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from indexer.cli import main
-from search import precision
-from search.errors import ConfigurationError
-from search.models import ModelSpec, load_encoder
+from sightline.search import precision
+from sightline.search.errors import ConfigurationError
+from sightline.search.models import ModelSpec, load_encoder
 from tests.helpers import TINY_CONFIG, photo
 
 
@@ -17,25 +15,17 @@ def test_explicit_precision_is_kept(value):
     assert precision.resolve_precision(value, "cpu") == value.strip().lower()
 
 
-def test_environment_sets_precision_and_argument_wins(monkeypatch):
-    monkeypatch.setenv("SIGHTLINE_PRECISION", "bf16")
-    assert precision.resolve_precision(None, "cpu") == "bf16"
-    assert precision.resolve_precision("fp32", "cpu") == "fp32"
-
-
 def test_auto_follows_the_hardware(monkeypatch):
-    monkeypatch.delenv("SIGHTLINE_PRECISION", raising=False)
     monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
-    assert precision.resolve_precision(None, "cpu") == "fp32"
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
     monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     assert precision.resolve_precision("auto", "cpu") == "bf16"
     assert precision.resolve_precision("auto", "mps") == "fp32"
 
 
-def test_unknown_precision_is_a_configuration_error(monkeypatch):
-    monkeypatch.setenv("SIGHTLINE_PRECISION", "fp8")
+def test_unknown_precision_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="auto, fp32, bf16"):
-        precision.resolve_precision(None, "cpu")
+        precision.resolve_precision("fp8", "cpu")
 
 
 def test_bf16_embeddings_stay_within_cosine_0999_of_fp32(tiny_encoder, tiny_checkpoint):
@@ -48,9 +38,3 @@ def test_bf16_embeddings_stay_within_cosine_0999_of_fp32(tiny_encoder, tiny_chec
         assert low.dtype == np.float32
         assert np.allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
         assert (low * high).sum(1).min() >= 0.999
-
-
-def test_cli_rejects_an_unknown_precision(tmp_path):
-    result = CliRunner().invoke(main, ["search", "dog", "--index", str(tmp_path), "--precision", "fp8"])
-    assert result.exit_code == 2
-    assert "fp8" in result.output and "auto" in result.output

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from search.preprocess import Preprocessor
+from sightline.search.preprocess import Preprocessor
 from tests.helpers import photo
 
 

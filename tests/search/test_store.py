@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from search.errors import IndexLockedError, IndexNotFoundError, ModelMismatchError, NotFoundError, StoreCorruptError
-from search.store import ModelInfo, Store
-from search.store_records import FileRecord
+from sightline.search.errors import IndexLockedError, IndexNotFoundError, ModelMismatchError, NotFoundError, StoreCorruptError
+from sightline.search.store import ModelInfo, Store
+from sightline.search.store_records import FileRecord
 
 DIM = 16
 MODEL = ModelInfo("fake/test", DIM, "fake", "test")
@@ -141,13 +141,18 @@ def test_captions_follow_their_file(store):
 
 
 def test_second_writer_is_refused(tmp_path, store):
-    store.acquire_writer_lock()
     other = Store.open(tmp_path / "idx")
-    with pytest.raises(IndexLockedError, match="another process"):
-        other.acquire_writer_lock()
-    store.release_writer_lock()
-    other.acquire_writer_lock()
-    other.release_writer_lock()
+    with store.writer():
+        with pytest.raises(IndexLockedError, match="another process"):
+            with other.writer():
+                pass
+        with store.writer():  # re-entrant for its holder; the lock is kept until the outer block ends
+            pass
+        with pytest.raises(IndexLockedError):
+            with other.writer():
+                pass
+    with other.writer():
+        pass
 
 
 def test_damaged_database_names_the_file(tmp_path):
@@ -159,6 +164,6 @@ def test_damaged_database_names_the_file(tmp_path):
 
 
 def test_schema_version_recorded(store):
-    from search.schema import SCHEMA_VERSION
+    from sightline.search.schema import SCHEMA_VERSION
 
     assert store.get_meta("schema_version") == str(SCHEMA_VERSION)

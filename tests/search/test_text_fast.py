@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from search.text_fast import text_encoder_fn
+from sightline.search.text_fast import text_encoder_fn
 
 TEXTS = ["a dog", "a photo of a dog on the beach at sunset with two people and a red kite",
          "", "x " * 60, "ünïcødé and emoji 📷"]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from search.store import ModelInfo, Store
-from search.store_records import FileRecord
-from search.vectors import EXACT_LIMIT, IndexPlan, VectorIndex, choose_factory, describe, fits
+from sightline.search.store import ModelInfo, Store
+from sightline.search.store_records import FileRecord
+from sightline.search.vectors import EXACT_LIMIT, IndexPlan, VectorIndex, choose_factory, describe, fits
 
 
 def clustered(n, dim=64, clusters=50, seed=0):
@@ -62,8 +62,8 @@ def test_fits_keeps_ivf_while_it_grows_within_bounds():
     assert not fits(index, IndexPlan("IVF512,Flat")) and not fits(index, IndexPlan("Flat"))
 
 
-def _store_with(tmp_path, n, dim=64):
-    store = Store.open(tmp_path / "idx", create=True)
+def _store_with(tmp_path, n, dim=64, faiss_index=None):
+    store = Store.open(tmp_path / "idx", create=True, faiss_index=faiss_index)
     store.bind_model(ModelInfo("fake/x", dim, "fake", "x"))
     data = clustered(n, dim)
     ids = store.add_files([FileRecord(f"/p/{i}.jpg", 1, 1, f"{i:064d}", 1, 1, None, None, None, data[i])
@@ -72,23 +72,22 @@ def _store_with(tmp_path, n, dim=64):
 
 
 @pytest.mark.parametrize("factory", ["IVF32,Flat", "HNSW16"])
-def test_store_with_override_stays_correct_across_deletes_and_reload(tmp_path, monkeypatch, factory):
-    monkeypatch.setenv("SIGHTLINE_FAISS_INDEX", factory)
-    store, data, ids = _store_with(tmp_path, 3000)
+def test_store_with_override_stays_correct_across_deletes_and_reload(tmp_path, factory):
+    store, data, ids = _store_with(tmp_path, 3000, faiss_index=factory)
     store.save()
     assert describe(store.vectors("files"))[0] == ("ivf" if factory.startswith("IVF") else "hnsw")
     store.remove_files(ids[:50].tolist())
     hits = store.search("files", data[0], 5)
     assert ids[0] not in [i for i, _ in hits]
     store.save()
-    reopened = Store.open(tmp_path / "idx")
+    reopened = Store.open(tmp_path / "idx", faiss_index=factory)
     assert set(reopened.vectors("files").ids().tolist()) == set(ids[50:].tolist())
     top = reopened.search("files", data[100], 1)[0]
     assert top[0] == ids[100] and top[1] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_store_switches_to_ivf_when_large(tmp_path, monkeypatch):
-    import search.vectors as vectors
+    import sightline.search.vectors as vectors
 
     monkeypatch.setattr(vectors, "EXACT_LIMIT", 1000)
     store, data, ids = _store_with(tmp_path, 1500)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from search.engine import SearchEngine
-from search.store import ModelInfo, Store
+from sightline.search.engine import SearchEngine
+from sightline.search.store import ModelInfo, Store
 from tests.helpers import FakeEncoder, write_photos
 from tests.web.support import CAPTIONS, PHOTOS, add_special_photos, fake_record, make_settings, serve
 
@@ -25,7 +25,7 @@ def photo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def built_index(tmp_path_factory, photo_dir, tiny_model_args, tiny_encoder) -> Path:
     """An index made by the real `sightline index` command, plus stored captions."""
-    from indexer.cli import main
+    from sightline.cli import main
 
     index_dir = tmp_path_factory.mktemp("index")
     result = CliRunner().invoke(main, ["index", str(photo_dir), "--index", str(index_dir), "--workers", "0",

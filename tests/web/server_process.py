@@ -58,7 +58,7 @@ def server_process(index_dir: Path, log_path: Path, *extra: str, timeout: float 
     ``token`` is passed through the environment (SIGHTLINE_TOKEN), as a user would.
     """
     port = free_port()
-    command = [sys.executable, "-m", "indexer.cli", "serve", "--index", str(index_dir), "--port", str(port),
+    command = [sys.executable, "-m", "sightline", "serve", "--index", str(index_dir), "--port", str(port),
                "--no-access-log", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("SIGHTLINE_TOKEN", None)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from search.engine import SearchEngine
-from search.store import Store
-from search.store_records import FileRecord
+from sightline.search.engine import SearchEngine
+from sightline.search.store import Store
+from sightline.search.store_records import FileRecord
 from tests.helpers import FakeEncoder, photo
 
 #: The token of the "exposed" server fixture (tests/web/conftest.py).
@@ -35,20 +35,22 @@ def add_special_photos(folder: Path) -> dict[str, Path]:
     return {"rotated": rotated, "png": png, "unicode": unicode_name}
 
 
-def make_settings(index_dir: Path, tmp: Path, **overrides):
-    from web.settings import Settings
+def make_settings(index_dir: Path, tmp: Path, core: dict = None, **overrides):
+    """Server settings over ``index_dir``; ``core``: library settings (model, limits...)."""
+    from sightline.search.settings import Settings
+    from sightline.web.settings import ServerSettings
 
     # torch_threads=0: in-process apps must not change torch's threads for the rest of the test run.
-    values = dict(index_dir=index_dir, thumbnail_dir=tmp / "thumbs", refresh_seconds=0, torch_threads=0)
+    values = dict(thumbnail_dir=tmp / "thumbs", refresh_seconds=0, torch_threads=0)
     values.update(overrides)
-    return Settings(**values)
+    return ServerSettings(Settings(index_dir, **(core or {})), **values)
 
 
 @contextmanager
 def serve(settings, base_url: str = LOCAL, **client_args):
     from fastapi.testclient import TestClient
 
-    from web.app import create_app
+    from sightline.web.app import create_app
 
     with TestClient(create_app(settings), base_url=base_url, **client_args) as client:
         yield client

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from search.errors import ModelNotAvailableError
+from sightline.search.errors import ModelNotAvailableError
 from tests.helpers import FakeEncoder, bomb_png
 from tests.web.support import TOKEN, fake_factory, make_settings, serve
 
@@ -122,8 +122,8 @@ def test_browser_login_sets_a_cookie(exposed):
 
 
 def test_exposed_without_token_is_refused(fake_index, tmp_path):
-    from web.app import create_app
-    from web.settings import InsecureBindError
+    from sightline.web.app import create_app
+    from sightline.web.settings import InsecureBindError
 
     index_dir, _ = fake_index
     for host in ("0.0.0.0", "192.168.1.10", "::"):
@@ -176,7 +176,7 @@ def test_errors_are_typed_json_without_tracebacks_or_paths(fake_index, tmp_path)
 
 
 def test_scrub_removes_server_paths():
-    from web.errors import scrub
+    from sightline.web.errors import scrub
 
     message = "no Sightline index at /data/idx. Create one with `sightline index PHOTOS --index /data/idx`"
     assert scrub(message, ["/data/idx"]) == ("no Sightline index at <index>. Create one with "

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from search.engine import SearchEngine
-from search.store import ModelInfo, Store
+from sightline.search.engine import SearchEngine
+from sightline.search.store import ModelInfo, Store
 from tests.helpers import FakeEncoder, write_photos
 from tests.web.support import fake_factory, fake_record, make_settings, serve
 
@@ -89,7 +89,7 @@ def test_images_indexed_while_serving_are_found(tmp_path):
 def test_default_engine_picks_the_model_the_index_records_later(tmp_path, tiny_checkpoint, tiny_encoder):
     """Started on an empty index, the server must not settle on a default model."""
     from tests.helpers import TINY_CONFIG
-    from web.app import open_engine
+    from sightline.web.app import open_engine
 
     index_dir = tmp_path / "index"
     Store.open(index_dir, create=True).close()
@@ -119,7 +119,7 @@ def test_periodic_refresh_runs(fake_index, tmp_path):
 
 def test_create_app_does_no_work(tmp_path):
     """Building the app opens nothing: the index is opened at startup (lifespan)."""
-    from web.app import create_app
+    from sightline.web.app import create_app
 
     opened = []
     settings = make_settings(tmp_path / "does-not-exist", tmp_path, engine_factory=lambda: opened.append(1))
@@ -131,7 +131,7 @@ def test_create_app_does_no_work(tmp_path):
 def test_missing_index_fails_startup(tmp_path):
     import pytest
 
-    from search.errors import IndexNotFoundError
+    from sightline.search.errors import IndexNotFoundError
 
     with pytest.raises(IndexNotFoundError):
         with serve(make_settings(tmp_path / "nowhere", tmp_path)):
@@ -174,10 +174,9 @@ def test_engine_runs_one_forward_pass_at_a_time(tmp_path):
 
 def test_torch_threads_never_oversubscribe(tmp_path, monkeypatch):
     """Each forward pass gets every core, and passes run one at a time."""
-    from web.settings import Settings
-
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert Settings(tmp_path, threads=4).intra_op_threads == 16
-    assert Settings(tmp_path, threads=32).intra_op_threads == 16
+    assert make_settings(tmp_path, tmp_path, threads=4, torch_threads=None).intra_op_threads == 16
+    assert make_settings(tmp_path, tmp_path, threads=32, torch_threads=None).intra_op_threads == 16
+    assert make_settings(tmp_path, tmp_path, torch_threads=None).engine_settings.threads == 16
     assert make_settings(tmp_path, tmp_path, torch_threads=3).intra_op_threads == 3
     assert make_settings(tmp_path, tmp_path, torch_threads=0).intra_op_threads is None

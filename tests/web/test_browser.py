@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from search.store import Store
+from sightline.search.store import Store
 from tests.web.support import PHOTOS
 from tests.web.server_process import REPO, running_server
 

@@ -8,14 +8,15 @@ import asyncio
 import hmac
 import io
 import sqlite3
+from pathlib import Path
 from html.parser import HTMLParser
 
 import pytest
 from PIL import Image
 
-from search.engine import SearchEngine
-from search.errors import StoreCorruptError
-from search.store import Store
+from sightline.search.engine import SearchEngine
+from sightline.search.errors import StoreCorruptError
+from sightline.search.store import Store
 from tests.helpers import FakeEncoder
 from tests.web.support import TOKEN, make_settings, serve
 
@@ -32,8 +33,7 @@ def jpeg_bytes() -> bytes:
 def run_guard(limit: int, headers: list, endless: bool = True) -> tuple[int, int, bool]:
     """Drive the request guard alone with a body that never ends.
     Returns (status, bytes it pulled, whether the app behind it ran)."""
-    from web.security import RequestGuard
-    from web.settings import Settings
+    from sightline.web.security import RequestGuard
 
     reached, pulled, sent = [], [0], []
 
@@ -49,12 +49,12 @@ def run_guard(limit: int, headers: list, endless: bool = True) -> tuple[int, int
 
     scope = {"type": "http", "method": "POST", "path": "/api/search/image",
              "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"multipart/form-data; boundary=x"), *headers]}
-    asyncio.run(RequestGuard(app, Settings(index_dir="unused", max_upload_bytes=limit))(scope, receive, send))
+    asyncio.run(RequestGuard(app, make_settings(Path("unused"), Path("unused"), max_upload_bytes=limit))(scope, receive, send))
     return sent[0]["status"] if sent else 0, pulled[0], bool(reached)
 
 
 def test_oversized_stream_is_cut_off_at_the_limit():
-    from web.security import MULTIPART_SLACK
+    from sightline.web.security import MULTIPART_SLACK
 
     limit = 100_000
     status, pulled, reached = run_guard(limit, [])

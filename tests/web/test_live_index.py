@@ -89,7 +89,7 @@ class Traffic(threading.Thread):
 def run_index(photo_dir: Path, index_dir: Path) -> float:
     """`sightline index` as a separate process (the index's own model); returns when it ended."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "indexer.cli", "index", str(photo_dir), "--index", str(index_dir),
+    command = [sys.executable, "-m", "sightline", "index", str(photo_dir), "--index", str(index_dir),
                "--workers", "0", "--quiet"]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -119,7 +119,7 @@ def wait_for(client: httpx.Client, expected: set[str], since: float, changed: tu
 
 
 def test_server_follows_a_concurrent_index_run(tmp_path, tiny_model_args):
-    from indexer.cli import main
+    from sightline.cli import main
 
     photo_dir, index_dir = tmp_path / "photos", tmp_path / "index"
     first = write_photos(photo_dir, 6)

@@ -29,8 +29,8 @@ from PIL import Image
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.python import asgi
 
-from search.engine import SearchEngine
-from search.store import Store
+from sightline.search.engine import SearchEngine
+from sightline.search.store import Store
 from tests.web.support import PHOTOS, make_settings
 
 TOKEN = "schemathesis-token-123"
@@ -54,7 +54,7 @@ JPEG = _jpeg()
 @pytest.fixture(scope="module")
 def app_factory(built_index, tiny_encoder, tmp_path_factory):
     """Apps over the shared index; their lifespans are stopped when the module ends."""
-    from web.app import create_app
+    from sightline.web.app import create_app
 
     def make(**overrides):
         tmp = tmp_path_factory.mktemp("schemathesis")

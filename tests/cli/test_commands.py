@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from indexer.cli import main
+from sightline.cli import main
 from tests.helpers import photo, write_photos
 
 
@@ -108,9 +108,9 @@ def test_console_script_end_to_end(tmp_path, tiny_model_args):
     write_photos(folder, 6)
     photo(3).save(folder / "photo_0003_copy.jpg")
     env = dict(os.environ, SIGHTLINE_INDEX=str(tmp_path / "index"))
-    subprocess.run([sys.executable, "-m", "indexer.cli", "index", str(folder), *tiny_model_args],
+    subprocess.run([sys.executable, "-m", "sightline", "index", str(folder), *tiny_model_args],
                    check=True, env=env, capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "indexer.cli", "search", "--image", str(folder / "photo_0003.jpg"),
+    out = subprocess.run([sys.executable, "-m", "sightline", "search", "--image", str(folder / "photo_0003.jpg"),
                           "-k", "2", "--json"], check=True, env=env, capture_output=True, text=True).stdout
     paths = sorted(os.path.basename(h["path"]) for h in json.loads(out))
     assert paths == ["photo_0003.jpg", "photo_0003_copy.jpg"]

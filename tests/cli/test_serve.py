@@ -7,8 +7,8 @@ import urllib.request
 
 from click.testing import CliRunner
 
-from indexer.cli import main
-from search.store import Store
+from sightline.cli import main
+from sightline.search.store import Store
 
 
 def run(*args, env=None):

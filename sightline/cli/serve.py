@@ -1,4 +1,4 @@
-"""``sightline serve``: the query server and browser UI (see ``web``)."""
+"""``sightline serve``: the query server and browser UI (see :mod:`sightline.web`)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from indexer.cli_options import handle_errors, index_option, model_options, resolve_index
+from sightline.cli.options import handle_errors, with_settings
 
 
 @click.command()
-@index_option
+@with_settings()
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="SIGHTLINE_HOST",
               help="Address to bind. Anything but loopback needs --token.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), envvar="SIGHTLINE_PORT")
@@ -27,29 +27,25 @@ from indexer.cli_options import handle_errors, index_option, model_options, reso
 @click.option("--refresh", "refresh_seconds", default=2.0, show_default=True,
               help="Seconds between checks for images a running `sightline index` added (0: never).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
-@model_options
 @handle_errors
-def serve(index_dir, host, port, token, max_upload_mb, threads, torch_threads, thumbnail_dir, refresh_seconds,
-          access_log, model_name, pretrained, device):
+def serve(settings, host, port, token, max_upload_mb, threads, torch_threads, thumbnail_dir, refresh_seconds,
+          access_log):
     """Serve the search UI and JSON API for an index (http://127.0.0.1:8000/ by default)."""
     import uvicorn
 
-    from search.store import Store
-    from web.app import create_app
-    from web.settings import Settings
+    from sightline.web.app import create_app
+    from sightline.web.settings import ServerSettings
 
-    index_dir = resolve_index(index_dir)
-    with Store.open(index_dir) as store:  # a missing index fails here, with the usual message
+    with settings.open_store() as store:  # a missing index fails here, with the usual message
         images = store.counts()["images"]
-    settings = Settings(
-        index_dir=index_dir, host=host, port=port, token=token or None, model_name=model_name,
-        pretrained=pretrained, device=device, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+    server = ServerSettings(
+        settings, host=host, port=port, token=token or None, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         threads=threads, torch_threads=torch_threads, thumbnail_dir=thumbnail_dir, refresh_seconds=refresh_seconds,
     )
-    app = create_app(settings)  # checks the settings (token when exposed) before binding
+    app = create_app(server)  # checks the settings (token when exposed) before binding
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"Sightline: {images} image(s) in {index_dir}; open http://{shown}:{port}/", err=True)
-    if settings.exposed:
+    click.echo(f"Sightline: {images} image(s) in {settings.index_dir}; open http://{shown}:{port}/", err=True)
+    if server.exposed:
         click.echo("Warning: reachable from other machines over plain HTTP; the token travels in clear. "
                    "Put a TLS proxy in front for anything beyond a trusted network.", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log,

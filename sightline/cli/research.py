@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from indexer.cli_options import handle_errors, json_option, model_options
-from search.errors import DatasetError
+from sightline.cli.options import handle_errors, json_option, with_settings, workers_option
+from sightline.search.errors import DatasetError
 
 BENCHMARKS = ("flickr30k", "coco", "flickr8k", "shapes")
 
@@ -28,17 +28,17 @@ def _echo(message: str) -> None:
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path),
               help="Image folder for --annotations. [default: the annotation file's folder]")
 @click.option("--split", default=None, help="Split to score ('all' for every image). [default: test, if there is one]")
-@model_options
+@with_settings(index=False, faiss=False)
 @click.option("--batch-size", default=64, show_default=True, help="Images and captions per model batch.")
-@click.option("--workers", type=int, default=None, envvar="SIGHTLINE_WORKERS", help="Decode worker processes.")
+@workers_option
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the recall@k plot (PNG). [default: recall-DATASET-SPLIT.png]")
 @click.option("--no-plot", is_flag=True, help="Do not draw the plot.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @json_option
 @handle_errors
-def eval_cmd(benchmark, root, annotations, images, split, model_name, pretrained, device, batch_size, workers,
-             plot_path, no_plot, quiet, as_json):
+def eval_cmd(benchmark, root, annotations, images, split, settings, batch_size, workers, plot_path, no_plot, quiet,
+             as_json):
     """Recall@1/5/10 both ways (text->image, image->text) of a model on a captioned dataset.
 
     \b
@@ -46,16 +46,16 @@ def eval_cmd(benchmark, root, annotations, images, split, model_name, pretrained
     sightline eval --annotations captions.csv --images photos/ --split all
     sightline eval shapes --root demo/data --pretrained demo/model.pt
     """
-    from indexer.evaluate import BENCHMARK_CAPTIONS, PlotUnavailableError, evaluate, plot_recall
-    from search.models import ModelSpec, load_encoder
+    from sightline.indexer.evaluate import BENCHMARK_CAPTIONS, PlotUnavailableError, evaluate, plot_recall
+    from sightline.search.models import load_encoder, resolve_spec
 
     dataset, hint = _load_dataset(benchmark, root, annotations, images)
     split = split or ("test" if "test" in dataset.splits() else "all")
     subset = dataset.split(split)
     subset.check_images(hint)
-    encoder = load_encoder(ModelSpec.from_env(model_name, pretrained), device)
+    encoder = load_encoder(resolve_spec(settings.model), settings.device, settings.precision)
     result = evaluate(encoder, subset, split, batch_size, workers, progress=not quiet and not as_json,
-                      max_captions=BENCHMARK_CAPTIONS if benchmark else None)
+                      max_captions=BENCHMARK_CAPTIONS if benchmark else None, max_pixels=settings.max_pixels)
     out = result.as_dict()
     if not no_plot:
         target = plot_path or Path(f"recall-{dataset.name}-{split}.png")
@@ -73,7 +73,7 @@ def eval_cmd(benchmark, root, annotations, images, split, model_name, pretrained
 
 def _load_dataset(benchmark: Optional[str], root: Optional[Path], annotations: Optional[Path],
                   images: Optional[Path]):
-    from indexer.datasets import dataset_hint, load_annotations, load_named
+    from sightline.indexer.datasets import dataset_hint, load_annotations, load_named
 
     if benchmark and annotations:
         raise DatasetError("give a BENCHMARK name with --root, or --annotations FILE, not both")
@@ -99,7 +99,7 @@ def _load_dataset(benchmark: Optional[str], root: Optional[Path], annotations: O
 @click.option("--mode", type=click.Choice(["heads", "finetune", "scratch"]), default="heads", show_default=True,
               help="heads: towers frozen, features cached; finetune: towers too, at --tower-lr; "
                    "scratch: random towers from the --model architecture.")
-@model_options
+@with_settings(index=False, faiss=False, precision=False, pixels=False)  # training is always fp32
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(2))
 @click.option("--lr", default=1e-3, show_default=True, help="Learning rate (heads; all weights in scratch mode).")
@@ -113,18 +113,19 @@ def _load_dataset(benchmark: Optional[str], root: Optional[Path], annotations: O
 @click.option("--unfreeze-blocks", type=int, default=None,
               help="finetune: train only the last N blocks of each tower. [default: all]")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--workers", type=int, default=None, envvar="SIGHTLINE_WORKERS", help="Decode worker processes.")
+@workers_option
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              envvar="SIGHTLINE_CACHE_DIR", help="Decoded pixels and tower features. [default: user cache dir]")
+              envvar="SIGHTLINE_CACHE_DIR",
+              help="Decoded pixels and tower features. [env: SIGHTLINE_CACHE_DIR; default: user cache dir]")
 @click.option("--threads", type=click.IntRange(1), default=None, envvar="SIGHTLINE_THREADS",
               help="CPU threads for torch. [default: torch's, one per core; fewer on a busy machine]")
 @click.option("--resume", is_flag=True, help="Continue the run saved at OUT.state (its settings are reused).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @handle_errors
-def train_cmd(dataset_arg, root, images, out, mode, model_name, pretrained, device, epochs, batch_size, lr,
-              tower_lr, weight_decay, warmup_steps, grad_clip, head, head_dim, unfreeze_blocks, seed, workers,
-              cache_dir, threads, resume, quiet, as_json):
+def train_cmd(dataset_arg, root, images, out, mode, settings, epochs, batch_size, lr, tower_lr, weight_decay,
+              warmup_steps, grad_clip, head, head_dim, unfreeze_blocks, seed, workers, cache_dir, threads, resume,
+              quiet, as_json):
     """Train the dual encoder contrastively (symmetric InfoNCE, learnt temperature).
 
     \b
@@ -132,8 +133,8 @@ def train_cmd(dataset_arg, root, images, out, mode, model_name, pretrained, devi
     sightline train --dataset shapes.json --mode scratch --model arch.json --out shapes.pt
     sightline train --out f30k-heads.pt --resume
     """
-    from indexer.datasets import LAYOUTS
-    from indexer.train import DatasetRef, TrainConfig, TrainJob, run_training
+    from sightline.indexer.datasets import LAYOUTS
+    from sightline.indexer.train import DatasetRef, TrainConfig, TrainJob, run_training
 
     _set_threads(threads)
     if not resume and not dataset_arg:
@@ -150,9 +151,10 @@ def train_cmd(dataset_arg, root, images, out, mode, model_name, pretrained, devi
                              head_dim=head_dim, unfreeze_blocks=unfreeze_blocks, seed=seed)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    model_name, pretrained = settings.model.name, settings.model.pretrained
     model_name = str(Path(model_name).resolve()) if model_name and model_name.endswith(".json") else model_name
     pretrained = str(Path(pretrained).resolve()) if pretrained and Path(pretrained).is_file() else pretrained
-    job = TrainJob(ref, out.resolve(), config, model_name, pretrained, device, workers, cache_dir,
+    job = TrainJob(ref, out.resolve(), config, model_name, pretrained, settings.device, workers, cache_dir,
                    progress=not quiet and not as_json)
     result = run_training(job, resume=resume)
     summary = _train_summary(result)
@@ -188,9 +190,10 @@ def _print_history(result) -> None:
 @click.option("--test-images", default=1_000, show_default=True, type=click.IntRange(1))
 @click.option("--epochs", default=None, type=click.IntRange(1), help="[default: the demo's tuned value]")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--workers", type=int, default=None, envvar="SIGHTLINE_WORKERS", help="Decode worker processes.")
+@workers_option
 @click.option("--threads", type=click.IntRange(1), default=None, envvar="SIGHTLINE_THREADS",
-              help="CPU threads for torch. [default: torch's, one per core; fewer on a busy machine]")
+              help="CPU threads for torch. [env: SIGHTLINE_THREADS; default: torch's, one per core; fewer on a "
+                   "busy machine]")
 @click.option("--retrain", is_flag=True, help="Train again even if the demo folder holds a finished model.")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the UI on the demo index at the end.")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -201,7 +204,7 @@ def _print_history(result) -> None:
 def demo_cmd(out_dir, train_images, val_images, test_images, epochs, seed, workers, threads, retrain, serve, host,
              port, quiet, as_json):
     """The whole system offline: generate a dataset, train a model from scratch, measure it, index, serve."""
-    from indexer.demo import DemoSettings, default_demo_dir, run_demo
+    from sightline.indexer.demo import DemoSettings, default_demo_dir, run_demo
 
     _set_threads(threads)
     settings = DemoSettings(out_dir=(out_dir or default_demo_dir()).resolve(), train_images=train_images,
@@ -227,7 +230,7 @@ def _set_threads(threads: Optional[int]) -> None:
 
 def _serve(index_dir: Path, checkpoint: Path, host: str, port: int) -> None:
     """Serve the demo index with the `sightline serve` command's own machinery."""
-    from indexer.cli_serve import serve
+    from sightline.cli.serve import serve
 
     ctx = click.get_current_context()
     ctx.invoke(serve, index_dir=index_dir, host=host, port=port, pretrained=str(checkpoint))

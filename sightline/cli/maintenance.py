@@ -2,7 +2,7 @@
 
 The FAISS files are caches of the embeddings stored in SQLite, so they can
 always be rebuilt; a damaged database cannot, and is reported with its path.
-The library work is in :mod:`indexer.repair`.
+The library work is in :mod:`sightline.indexer.repair`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import sys
 
 import click
 
-from indexer.cli_options import handle_errors, index_option, json_option, resolve_index
+from sightline.cli.options import handle_errors, json_option, with_settings
 
 
 @click.command()
-@index_option
+@with_settings(model=False, precision=False, pixels=False)
 @click.option("--check", is_flag=True, help="Only check; change nothing (exit status 1 if anything is damaged).")
 @json_option
 @handle_errors
-def repair(index_dir, check, as_json):
+def repair(settings, check, as_json):
     """Check the index (database integrity, stored embeddings, FAISS files) and repair it.
 
     FAISS files that are damaged or behind the database are rebuilt from the
@@ -28,16 +28,15 @@ def repair(index_dir, check, as_json):
     that the next `sightline index` embeds them again.  Refused while an
     `index` run holds the index.
     """
-    from indexer.repair import repair as run_repair
-    from indexer.repair import verify
-    from search.store import Store
+    from sightline.indexer.repair import repair as run_repair
+    from sightline.indexer.repair import verify
 
-    index_dir = resolve_index(index_dir)
     if check:
-        with Store.open(index_dir) as store:
+        with settings.open_store() as store:
             report = verify(store)
     else:
-        report = run_repair(index_dir)
+        with settings.open_store() as store:
+            report = run_repair(store)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -1,0 +1,61 @@
+"""``sightline index``: index a photo folder (incrementally), with its captions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sightline.cli.options import handle_errors, json_option, with_settings, workers_option
+from sightline.search.store_records import display_path
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@with_settings()
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), envvar="SIGHTLINE_BATCH_SIZE",
+              help="Images per model batch (and per database commit). [env: SIGHTLINE_BATCH_SIZE]")
+@workers_option
+@click.option("--no-draft", is_flag=True, help="Always decode JPEGs at full size (slower; for comparisons).")
+@click.option("--captions", "captions_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Captions for the images (Karpathy JSON, Flickr30k CSV, or CSV/JSONL of image,caption; image "
+                   "paths relative to PATH). Sidecar PHOTO.txt files (one caption per line) are always read.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+@handle_errors
+def index(path, settings, batch_size, workers, no_draft, captions_file, quiet, as_json):
+    """Index the images under PATH (incremental: only new or changed files are embedded)."""
+    from sightline.indexer.captions import caption_run
+    from sightline.indexer.pipeline import IndexJob
+    from sightline.search.models import model_id_for
+
+    with settings.open_store(create=True) as store:
+        # The model loads only if something needs embedding.
+        job = IndexJob(store, settings.encoder_factory(store), model_id=model_id_for(settings.spec_for(store)),
+                       batch_size=batch_size, workers=workers, progress=not quiet and not as_json,
+                       use_draft=not no_draft, max_pixels=settings.max_pixels)
+        report = job.run(str(path))
+        captions_added = caption_run(store, lambda: job.encoder, path, captions_file)
+    if as_json:
+        click.echo(json.dumps({**report.as_dict(), "captions_added": captions_added}, indent=2))
+    else:
+        _print_report(report)
+        if captions_added:
+            click.echo(f"Added {captions_added} caption(s).", err=True)
+
+
+def _print_report(report) -> None:
+    echo = lambda msg: click.echo(msg, err=True)  # noqa: E731 - summary goes to stderr
+    echo(f"Indexed {report.indexed} new image(s) in {report.seconds:.1f} s "
+         f"({report.images_per_second:.1f} img/s); reused {report.reused} known, "
+         f"{report.unchanged} unchanged, {report.touched} touched, removed {report.removed}.")
+    if report.still_failing:
+        echo(f"{report.still_failing} file(s) failed before and have not changed; not retried "
+             f"(see `sightline status`).")
+    if report.failed:
+        echo(f"{len(report.failed)} file(s) failed:")
+        for failure in report.failed[:50]:
+            echo(f"  {display_path(failure.path)}: {failure.reason}")
+        if len(report.failed) > 50:
+            echo(f"  ... and {len(report.failed) - 50} more (`sightline status --json` lists all)")
