@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +26,14 @@ from sightline.search.imageio import DEFAULT_MAX_PIXELS
 from sightline.search.models import ModelSpec
 from sightline.search.settings import Settings
 
-#: Exit status of a command stopped by Ctrl-C.
+#: Exit status of a command stopped by Ctrl-C (SIGINT) or SIGTERM: 128 + the signal's number.
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C, so that the same cleanup runs:
+    the batch in flight is lost, everything committed stays, the writer lock is released."""
 
 
 def default_index_dir() -> Path:
@@ -105,20 +113,40 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 
 def handle_errors(func):
-    """Turn library errors into a message on stderr and the error's exit code."""
+    """Turn library errors into a message on stderr and the error's exit code, and
+    SIGTERM into the same clean stop as Ctrl-C."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        previous = _terminate_like_ctrl_c()
         try:
             return func(*args, **kwargs)
         except SightlineError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            sys.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _terminate_like_ctrl_c():
+    """Route SIGTERM to :class:`Terminated` while a command runs; returns the old handler
+    (None where signals cannot be set: outside the main thread, e.g. under a test runner)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def configure_logging(verbose: int) -> None:
