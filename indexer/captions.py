@@ -80,7 +80,7 @@ def index_captions(store: Store, encoder: EncoderOrFactory, captions: Mapping[st
     zero-argument factory, called only when there is something to embed.
     Returns how many captions were embedded and added.
     """
-    get_encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.root}").get
+    get_encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.location}").get
     states = store.file_states()
     wanted: list[tuple[int, list[str]]] = []
     stale: list[int] = []

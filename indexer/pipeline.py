@@ -73,7 +73,7 @@ class IndexJob:
                  model_id: Optional[str] = None, batch_size: int = 32, workers: Optional[int] = None,
                  progress: bool = True, use_draft: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.store = store
-        self._encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.root}")
+        self._encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.location}")
         self.model_id = model_id or getattr(encoder, "model_id", None)
         self.batch_size = max(1, batch_size)
         self.workers = default_workers() if workers is None else workers
@@ -96,7 +96,7 @@ class IndexJob:
         with self.store.writer():
             current = self.store.model_info()
             if self.model_id is not None:
-                check_model(current, self.model_id, f"the index at {self.store.root}")
+                check_model(current, self.model_id, f"the index at {self.store.location}")
             previous = self.store.last_run()
             run_id = self.store.start_run(root)
             if previous is not None and previous["finished_at"] is None and current is not None:

@@ -91,3 +91,10 @@ class ConfigurationError(SightlineError):
 
     exit_code = 2
     http_status = 500
+
+
+class DatabaseUnavailableError(SightlineError):
+    """A database server cannot be used: unreachable, refusing the login, or lacking pgvector."""
+
+    exit_code = 24
+    http_status = 503
