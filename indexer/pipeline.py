@@ -93,7 +93,7 @@ class IndexJob:
         root = os.path.abspath(root)
         started = time.perf_counter()
         report = IndexReport(root=root)
-        with self.store.writer():
+        with self.store.writer(scopes=[root]):  # on a database server, other roots' writers run meanwhile
             current = self.store.model_info()
             if self.model_id is not None:
                 check_model(current, self.model_id, f"the index at {self.store.location}")
