@@ -21,10 +21,15 @@ from sightline.search.store_records import display_path
 @click.option("--captions", "captions_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Captions for the images (Karpathy JSON, Flickr30k CSV, or CSV/JSONL of image,caption; image "
                    "paths relative to PATH). Sidecar PHOTO.txt files (one caption per line) are always read.")
+@click.option("--ray", "ray_address", default=None, metavar="local|auto|ADDRESS", envvar="SIGHTLINE_RAY",
+              help="Decode and embed on Ray: 'local' (this machine), 'auto' (the cluster this machine joined with "
+                   "`ray start`) or a cluster address; the database is written here. [env: SIGHTLINE_RAY]")
+@click.option("--ray-embedders", type=click.IntRange(1), default=None,
+              help="Embedding actors on Ray. [default: one per GPU, else one]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @handle_errors
-def index(path, settings, batch_size, workers, no_draft, captions_file, quiet, as_json):
+def index(path, settings, batch_size, workers, no_draft, captions_file, ray_address, ray_embedders, quiet, as_json):
     """Index the images under PATH (incremental: only new or changed files are embedded)."""
     from sightline.indexer.captions import caption_run
     from sightline.indexer.pipeline import IndexJob
@@ -34,7 +39,8 @@ def index(path, settings, batch_size, workers, no_draft, captions_file, quiet, a
         # The model loads only if something needs embedding.
         job = IndexJob(store, settings.encoder_factory(store), model_id=model_id_for(settings.spec_for(store)),
                        batch_size=batch_size, workers=workers, progress=not quiet and not as_json,
-                       use_draft=not no_draft, max_pixels=settings.max_pixels)
+                       use_draft=not no_draft, max_pixels=settings.max_pixels,
+                       ray=_ray_plan(ray_address, ray_embedders, batch_size, settings, store))
         report = job.run(str(path))
         captions_added = caption_run(store, lambda: job.encoder, path, captions_file)
     if as_json:
@@ -59,3 +65,13 @@ def _print_report(report) -> None:
             echo(f"  {display_path(failure.path)}: {failure.reason}")
         if len(report.failed) > 50:
             echo(f"  ... and {len(report.failed) - 50} more (`sightline status --json` lists all)")
+
+
+def _ray_plan(address, embedders, batch_size, settings, store):
+    """(RayOptions, EncoderRecipe) for IndexJob, or None to decode and embed in this process."""
+    if not address:
+        return None
+    from sightline.indexer.ray_embed import EncoderRecipe, RayOptions
+
+    return (RayOptions(address, batch_size=batch_size, embedders=embedders),
+            EncoderRecipe(settings.spec_for(store), settings.precision, settings.device))
