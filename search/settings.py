@@ -35,6 +35,11 @@ class Settings:
     faiss_index: Optional[str] = None
     #: Decompression-bomb limit, in pixels, for every decoded image.
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Search with the index's ONNX export (onnxruntime, no torch) where it has one.
+    onnx: bool = True
+    #: The process answers one query and exits (``sightline search``): the encoder is
+    #: set up for the first query's latency rather than for many queries.
+    single_query: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index_dir", Path(self.index_dir).expanduser())
@@ -60,3 +65,10 @@ class Settings:
         from sightline.search.models import load_encoder
 
         return lambda: load_encoder(self.spec_for(store), self.device, self.precision, threads=self.threads)
+
+    def query_encoder_factory(self, store):
+        """Like :meth:`encoder_factory`, for searching: the index's ONNX export where it has
+        one (no torch), else the torch encoder (see ``search.query_encoder``)."""
+        from sightline.search.query_encoder import open_query_encoder
+
+        return lambda: open_query_encoder(self, store)

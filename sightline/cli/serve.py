@@ -10,7 +10,7 @@ from sightline.cli.options import handle_errors, with_settings
 
 
 @click.command()
-@with_settings()
+@with_settings(onnx=True)
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="SIGHTLINE_HOST",
               help="Address to bind. Anything but loopback needs --token.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), envvar="SIGHTLINE_PORT")
