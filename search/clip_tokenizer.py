@@ -60,28 +60,33 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in chars)))
 
 
-def read_merges(path: Path) -> list[tuple[str, str]]:
-    """Merges from a BPE file: a header line, then one ``first second`` pair per line."""
+def read_merges(path: Path) -> list[str]:
+    """Merges from a BPE file: a header line, then one ``first second`` pair per line, in rank order."""
     lines = Path(path).read_text(encoding="utf-8").split("\n")[1:]
-    return [tuple(line.split()) for line in lines if line]  # type: ignore[misc]
+    return [line for line in lines if line]
 
 
-def write_merges(merges: Iterable[tuple[str, str]]) -> bytes:
-    return ("#version: sightline clip-bpe\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode("utf-8")
+def write_merges(merges: Iterable[str]) -> bytes:
+    """The BPE file for ``merges`` (``first second`` strings, in rank order)."""
+    return ("#version: sightline clip-bpe\n" + "".join(f"{m}\n" for m in merges)).encode("utf-8")
 
 
 class ClipTokenizer:
     """Tokenize texts for a CLIP text tower; ``__call__`` mirrors open_clip's ``SimpleTokenizer``."""
 
-    def __init__(self, merges: Sequence[tuple[str, str]], context_length: int = 77, clean: str = "lower",
+    def __init__(self, merges: Sequence[str], context_length: int = 77, clean: str = "lower",
                  special_tokens: Sequence[str] = DEFAULT_SPECIAL):
+        """``merges``: ``"first second"`` strings in rank order (a BPE file's lines)."""
         if clean not in CLEANS:
             raise ValueError(f"clean must be one of {', '.join(CLEANS)}, not {clean!r}")
         self.byte_encoder = bytes_to_unicode()
         alphabet = list(self.byte_encoder.values())
-        vocab = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges] + list(special_tokens)
+        # Pieces never contain a space (bytes map to printable characters), so a merge's
+        # token is its line without the space, and its line is the key of its rank: no
+        # tuples to build for 49k merges (a third of the start-up of a one-query process).
+        vocab = alphabet + [c + "</w>" for c in alphabet] + [m.replace(" ", "") for m in merges] + list(special_tokens)
         self.encoder = dict(zip(vocab, range(len(vocab))))
-        self.bpe_ranks = dict(zip(map(tuple, merges), range(len(merges))))
+        self.bpe_ranks = dict(zip(merges, range(len(merges))))
         self.special_tokens = tuple(special_tokens)
         self.sot_token_id = self.encoder[self.special_tokens[0]]
         self.eot_token_id = self.encoder[self.special_tokens[1]]
@@ -95,10 +100,15 @@ class ClipTokenizer:
     def vocab_size(self) -> int:
         return len(self.encoder)
 
+    @property
+    def merges(self) -> list[str]:
+        """The merges in rank order, as :func:`write_merges` takes them."""
+        return list(self.bpe_ranks)
+
     @classmethod
     def from_open_clip(cls, tokenizer) -> "ClipTokenizer":
         """The same tokenizer as an open_clip ``SimpleTokenizer`` instance (its own vocabulary)."""
-        merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
+        merges = [" ".join(pair) for pair in sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)]
         specials = [tokenizer.decoder[i] for i in tokenizer.all_special_ids]
         return cls(merges, tokenizer.context_length, clean_name(tokenizer), specials)
 
@@ -133,7 +143,7 @@ class ClipTokenizer:
             # The lowest-ranked adjacent pair; ranks are unique, so there are no ties.
             best, best_rank = None, None
             for pair in zip(word, word[1:]):
-                rank = ranks.get(pair)
+                rank = ranks.get(f"{pair[0]} {pair[1]}")
                 if rank is not None and (best_rank is None or rank < best_rank):
                     best, best_rank = pair, rank
             if best is None:

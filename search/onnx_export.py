@@ -149,15 +149,14 @@ def _export_text(reference, folder: Path, files: dict, info: dict) -> dict:
         graph = text_graph(reference.model)
     except (AttributeError, KeyError, ValueError, Unsupported) as why:
         raise ExportFailed(f"{type(why).__name__ if isinstance(why, AttributeError) else 'text tower'}: {why}")
-    expected = reference.tokenizer(PROBE_TEXTS)
-    if not np.array_equal(tokenizer(PROBE_TEXTS), np.asarray(expected)):
-        raise ExportFailed("the torch-free tokenizer does not reproduce the model's tokens")
+    if tokenizer.encoder != dict(reference.tokenizer.encoder):
+        raise ExportFailed("the torch-free tokenizer's vocabulary differs from the model's")
     if tokenizer.context_length > graph.context_length:
         raise ExportFailed(f"context length {tokenizer.context_length} exceeds the model's {graph.context_length}")
     table = graph.token_embedding.weight.detach().float().cpu().numpy()
     with atomic_path(folder / TOKEN_TABLE) as tmp, open(tmp, "wb") as handle:
         np.save(handle, table)
-    atomic_write(folder / MERGES, write_merges(sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)))
+    atomic_write(folder / MERGES, write_merges(tokenizer.merges))
     ids = tokenizer(["a photo of a dog", "x"])[:, :8]  # any sample: both axes are dynamic
     sample = (torch.from_numpy(table[ids]), torch.from_numpy(ids.argmax(axis=1)))
     _onnx_export(graph, sample, folder / TEXT_GRAPH, ["embedded", "eot"],
@@ -167,7 +166,9 @@ def _export_text(reference, folder: Path, files: dict, info: dict) -> dict:
     for name in (TOKEN_TABLE, MERGES, TEXT_GRAPH, TEXT_GRAPH + ".data"):
         files[name] = (folder / name).stat().st_size
     draft = Manifest(folder, reference.model_id, int(reference.dim), settings, None, {}, files, {})
-    fast = OnnxTextEncoder(draft, ["CPUExecutionProvider"])
+    fast = OnnxTextEncoder(draft, ["CPUExecutionProvider"])  # its tokenizer is read back from the file
+    if not np.array_equal(fast.tokenizer(PROBE_TEXTS), np.asarray(reference.tokenizer(PROBE_TEXTS))):
+        raise ExportFailed("the torch-free tokenizer does not reproduce the model's tokens")
     # One text at a time: a batch would pad every probe to the longest (77 tokens).
     info["text_min_cosine"] = _agreement(np.concatenate([fast.encode_texts([t]) for t in PROBE_TEXTS]),
                                          np.concatenate([reference.encode_texts([t]) for t in PROBE_TEXTS]), "text")
