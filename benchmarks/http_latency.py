@@ -60,7 +60,8 @@ def tiny_model(workdir: Path) -> tuple[str, str]:
     return str(TINY_CONFIG), str(make_tiny_checkpoint(workdir / "tiny.pt"))
 
 
-def build_index(index_dir: Path, workdir: Path, model: str, pretrained: str, images: int, real: int) -> None:
+def build_index(index_dir: Path, workdir: Path, model: str, pretrained: str, images: int, real: int,
+                export: bool = True) -> None:
     from sightline.indexer.pipeline import IndexJob
     from sightline.search.models import ModelSpec, load_encoder
     from sightline.search.store import Store
@@ -75,6 +76,10 @@ def build_index(index_dir: Path, workdir: Path, model: str, pretrained: str, ima
         IndexJob(store, encoder, batch_size=32, workers=0, progress=False).run(str(photos))
         add_synthetic(store, encoder.dim, images - real)
         store.save()
+    if export:  # as `sightline index` does: the server answers from the ONNX export
+        from sightline.search.onnx_export import export_model
+
+        export_model(encoder, index_dir)
     print(f"index: {real} photos + {images - real} synthetic vectors in {time.perf_counter() - started:.1f} s",
           file=sys.stderr)
 

@@ -51,11 +51,15 @@ class SearchService:
 
     # ------------------------------------------------------------- lifecycle
     def preload(self) -> None:
-        """Load the model and run it once, so the first real query is warm."""
+        """Load the model and run a query once, so the first real query is warm."""
         if self.store.model_info() is None:
             return  # empty index: the model it will use is not known yet
         try:
-            self.engine.encoder.encode_texts(["warm up"])
+            encoder = self.engine.encoder
+            if hasattr(encoder, "warm_up"):
+                encoder.warm_up()  # the ONNX query encoder: both towers, once
+            # A whole query, so that the vector index is loaded (and caught up) now, not by the first user.
+            self.engine.search_vector(encoder.encode_texts(["warm up"])[0], 1)
             self.model_loaded = True
         except Exception as exc:  # keep serving metadata; queries will report it
             self.model_error = f"{type(exc).__name__}: {exc}"
