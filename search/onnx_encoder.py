@@ -97,13 +97,12 @@ class OnnxTextEncoder:
         return ids[:, :int(eot.max()) + 1], eot
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        out = []
-        for start in range(0, len(texts), batch_size):
-            ids, eot = self.tokens(texts[start:start + batch_size])
-            embedded = np.ascontiguousarray(self.table[ids], dtype=np.float32)
-            features = self.session.run(None, {"embedded": embedded, "eot": eot})[0]
-            out.append(l2_normalize(features))
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return in_batches(texts, batch_size, self.dim, self._run)
+
+    def _run(self, texts: Sequence[str]) -> np.ndarray:
+        ids, eot = self.tokens(texts)
+        embedded = np.ascontiguousarray(self.table[ids], dtype=np.float32)
+        return self.session.run(None, {"embedded": embedded, "eot": eot})[0]
 
 
 class OnnxImageEncoder:
@@ -120,9 +119,14 @@ class OnnxImageEncoder:
         self.session = open_session(manifest.path(IMAGE_GRAPH), providers, threads, prepack)
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        out = []
-        for start in range(0, len(images), batch_size):
-            arrays = [self.preprocessor(img) for img in images[start:start + batch_size]]
-            features = self.session.run(None, {"pixels": self.preprocessor.to_array(arrays)})[0]
-            out.append(l2_normalize(features))
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return in_batches(images, batch_size, self.dim, self._run)
+
+    def _run(self, images: Sequence[Image.Image]) -> np.ndarray:
+        pixels = self.preprocessor.to_array([self.preprocessor(img) for img in images])
+        return self.session.run(None, {"pixels": pixels})[0]
+
+
+def in_batches(items: Sequence, batch_size: int, dim: int, run) -> np.ndarray:
+    """``run`` over ``items`` in batches, L2-normalised and stacked: (len(items), dim) float32."""
+    out = [l2_normalize(run(items[start:start + batch_size])) for start in range(0, len(items), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
