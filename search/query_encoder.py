@@ -69,9 +69,14 @@ class QueryEncoder:
                                      f"{encoder.model_id!r}; re-export with `sightline export --force`")
         return encoder
 
-    def warm_up(self) -> None:
-        """Run both towers once, so that no query pays for a first run (the server's start)."""
-        self.encode_texts(["warm up"])
+    def warm_up(self, lengths: int = 24) -> None:
+        """Run both towers, so that no query pays for a first run (the server's start).
+
+        onnxruntime plans its buffers per input shape: the text tower runs once
+        at each query length up to ``lengths`` tokens (a few dozen ms in all).
+        """
+        for words in range(1, lengths - 1):
+            self.encode_texts([" ".join(["photo"] * words)])
         self.encode_images([Image.new("RGB", (64, 64), (127, 127, 127))])
 
     def __repr__(self) -> str:

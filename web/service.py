@@ -57,9 +57,10 @@ class SearchService:
         try:
             encoder = self.engine.encoder
             if hasattr(encoder, "warm_up"):
-                encoder.warm_up()  # the ONNX query encoder: both towers, once
-            # A whole query, so that the vector index is loaded (and caught up) now, not by the first user.
-            self.engine.search_vector(encoder.encode_texts(["warm up"])[0], 1)
+                encoder.warm_up()  # the ONNX query encoder: both towers, queries of every usual length
+            # A whole query through this service, so that the vector index is loaded (and caught
+            # up) and the response models are built now, not by the first user.
+            self.search_text(schemas.TextQuery(q="warm up the search path", k=1), "")
             self.model_loaded = True
         except Exception as exc:  # keep serving metadata; queries will report it
             self.model_error = f"{type(exc).__name__}: {exc}"
