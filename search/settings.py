@@ -29,7 +29,8 @@ class Settings:
     device: Optional[str] = None
     #: 'auto' (bf16 where the hardware does it natively), 'fp32' or 'bf16'.
     precision: str = "auto"
-    #: torch intra-op threads, set when the model loads; None leaves torch's default.
+    #: Threads per inference (torch intra-op threads, set when the model loads; onnxruntime's too);
+    #: None leaves their default.
     threads: Optional[int] = None
     #: A FAISS index-factory string instead of the automatic choice (e.g. 'HNSW32').
     faiss_index: Optional[str] = None

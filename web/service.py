@@ -61,6 +61,7 @@ class SearchService:
             # A whole query through this service, so that the vector index is loaded (and caught
             # up) and the response models are built now, not by the first user.
             self.search_text(schemas.TextQuery(q="warm up the search path", k=1), "")
+            self._counts_cache = (-1e9, {})  # counted for the warm-up only: requests count afresh
             self.model_loaded = True
         except Exception as exc:  # keep serving metadata; queries will report it
             self.model_error = f"{type(exc).__name__}: {exc}"
