@@ -179,3 +179,6 @@ def _index(index_dir: Path, encoder, folder: Path, captions: dict, settings: Dem
         IndexJob(store, encoder, batch_size=64, workers=settings.workers, progress=settings.progress).run(str(folder))
         with store.writer():
             index_captions(store, encoder, captions)
+    from sightline.search.onnx_export import export_after_indexing
+
+    export_after_indexing(index_dir, encoder)  # so that the served demo answers without torch

@@ -88,6 +88,11 @@ class IndexJob:
     def encoder(self) -> ClipEncoder:
         return self._encoder.get()
 
+    @property
+    def encoder_loaded(self) -> bool:
+        """Whether the model was loaded (something needed embedding)."""
+        return self._encoder.loaded
+
     def _bind_model(self) -> None:
         enc = self.encoder
         self.store.bind_model(ModelInfo(enc.model_id, enc.dim, enc.name, enc.pretrained))

@@ -67,10 +67,11 @@ class SearchEngine:
         was built with unless ``settings.model`` names another (which must then match it).
 
         The model is chosen when first needed, not now: an index that is
-        still empty gets the model its first indexing run records.
+        still empty gets the model its first indexing run records.  Queries
+        run on the index's ONNX export where it has one (no torch).
         """
         store = settings.open_store()
-        return cls(store, settings.encoder_factory(store))
+        return cls(store, settings.query_encoder_factory(store))
 
     def close(self) -> None:
         self.store.close()

@@ -98,6 +98,16 @@ class Preprocessor:
         std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
         return x.sub_(mean).div_(std).contiguous()
 
+    def to_array(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """:meth:`to_batch` in numpy, for onnxruntime: the same float32 operations, so the same values."""
+        stacked = np.stack(arrays)
+        if stacked.dtype != np.uint8:
+            return stacked.astype(np.float32)
+        x = stacked.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+        mean = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
+        return np.ascontiguousarray((x - mean) / std)
+
 
 def _three(values) -> tuple:
     if isinstance(values, (int, float)):

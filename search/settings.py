@@ -30,7 +30,8 @@ class Settings:
     device: Optional[str] = None
     #: 'auto' (bf16 where the hardware does it natively), 'fp32' or 'bf16'.
     precision: str = "auto"
-    #: torch intra-op threads, set when the model loads; None leaves torch's default.
+    #: Threads per inference (torch intra-op threads, set when the model loads; onnxruntime's too);
+    #: None leaves their default.
     threads: Optional[int] = None
     #: A FAISS index-factory string instead of the automatic choice (e.g. 'HNSW32').
     faiss_index: Optional[str] = None
@@ -39,6 +40,11 @@ class Settings:
     #: A database server holding the index instead of the folder's SQLite file: a SQLAlchemy
     #: URL such as ``postgresql+psycopg://user@host/photos`` (PostgreSQL with pgvector).
     db_url: Optional[str] = None
+    #: Search with the index's ONNX export (onnxruntime, no torch) where it has one.
+    onnx: bool = True
+    #: The process answers one query and exits (``sightline search``): the encoder is
+    #: set up for the first query's latency rather than for many queries.
+    single_query: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index_dir", Path(self.index_dir).expanduser())
@@ -66,3 +72,10 @@ class Settings:
         from sightline.search.models import load_encoder
 
         return lambda: load_encoder(self.spec_for(store), self.device, self.precision, threads=self.threads)
+
+    def query_encoder_factory(self, store):
+        """Like :meth:`encoder_factory`, for searching: the index's ONNX export where it has
+        one (no torch), else the torch encoder (see ``search.query_encoder``)."""
+        from sightline.search.query_encoder import open_query_encoder
+
+        return lambda: open_query_encoder(self, store)

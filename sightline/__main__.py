@@ -1,6 +1,6 @@
 """``python -m sightline``: the same as the ``sightline`` command."""
 
-from sightline.cli import main
+from sightline.cli import run
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocesses
-    main()
+    run()

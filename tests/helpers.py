@@ -110,3 +110,31 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     crc = zlib.crc32(bytes(data[ihdr:ihdr + 17])) & 0xFFFFFFFF
     data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
     return bytes(data)
+
+
+# Texts for tokenizer and text-encoder parity tests.
+WORDS = ("a photo of the dog cat beach sunset mountain city night red blue green car bicycle person child "
+         "tree river snow boat food table window street market bird flower house bridge train rain forest "
+         "lake don't it's we're they've I'm you'll she'd photographing unbelievable xylophone zzz").split()
+PUNCTUATION = list("!?.,;:-_()[]{}'\"/\\@#$%^*+=<>|~`")
+UNICODE = ["café", "crème brûlée", "naïve", "Ünïcødé", "東京タワー", "北京", "서울", "Москва", "ελληνικά", "עברית",
+           "العربية", "हिन्दी", "📷", "🐶🐱", "👩‍👩‍👧", "ﬁne ﬂower", "ｆｕｌｌｗｉｄｔｈ", "e\u0301", "zero\u200bwidth",
+           "â€œmojibakeâ€\x9d", "ÃƒÂ©", "“curly” ‘quotes’", "ß", "İstanbul", "Ǆ", "½ ² ٣ ൬"]
+ODD = ["&amp;", "&lt;b&gt;", "&amp;amp;amp;", "&#39;", "&nbsp;", "&unknown;", "\x1b[31mred\x1b[0m", "tab\there",
+       "line\r\nbreak", "\x00nul", "\x7fdel", "\x0bvt\x0cff", "\x1cfs\x1f", "  padded  ", "", " ", "\n\n",
+       "<start_of_text>", "<end_of_text>", "<END_OF_TEXT> upper", "a<end_of_text>b", "'s 't 're 've 'm 'll 'd",
+       "'S 'T 'RE", "1234567890", "3.14159", "x" * 300, "ab" * 100]
+
+
+def text_corpus(n: int = 3000, seed: int = 0) -> list[str]:
+    """Plain queries, punctuation, numbers, HTML entities, control characters, many scripts,
+    emoji, mojibake, and texts far longer than the context."""
+    rng = random.Random(seed)
+    pieces = WORDS * 3 + PUNCTUATION + UNICODE + ODD + [str(rng.randint(0, 10**6)) for _ in range(20)]
+    texts = list(UNICODE + ODD)
+    while len(texts) < n:
+        count = rng.choice([1, 2, 3, 5, 8, 13, 40, 120])  # 120 pieces is far past 77 tokens
+        joiner = rng.choice([" ", " ", " ", "", "  ", "\t", "\n"])
+        text = joiner.join(rng.choice(pieces) for _ in range(count))
+        texts.append(text.upper() if rng.random() < 0.1 else text)
+    return texts[:n]

@@ -51,11 +51,17 @@ class SearchService:
 
     # ------------------------------------------------------------- lifecycle
     def preload(self) -> None:
-        """Load the model and run it once, so the first real query is warm."""
+        """Load the model and run a query once, so the first real query is warm."""
         if self.store.model_info() is None:
             return  # empty index: the model it will use is not known yet
         try:
-            self.engine.encoder.encode_texts(["warm up"])
+            encoder = self.engine.encoder
+            if hasattr(encoder, "warm_up"):
+                encoder.warm_up()  # the ONNX query encoder: both towers, queries of every usual length
+            # A whole query through this service, so that the vector index is loaded (and caught
+            # up) and the response models are built now, not by the first user.
+            self.search_text(schemas.TextQuery(q="warm up the search path", k=1), "")
+            self._counts_cache = (-1e9, {})  # counted for the warm-up only: requests count afresh
             self.model_loaded = True
         except Exception as exc:  # keep serving metadata; queries will report it
             self.model_error = f"{type(exc).__name__}: {exc}"

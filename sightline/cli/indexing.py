@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -21,6 +22,9 @@ from sightline.search.store_records import display_path
 @click.option("--captions", "captions_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Captions for the images (Karpathy JSON, Flickr30k CSV, or CSV/JSONL of image,caption; image "
                    "paths relative to PATH). Sidecar PHOTO.txt files (one caption per line) are always read.")
+@click.option("--export/--no-export", "export", default=True, show_default=True, envvar="SIGHTLINE_EXPORT",
+              help="Export the model to ONNX in the index folder (once per model, after embedding), so that "
+                   "searches run without torch. [env: SIGHTLINE_EXPORT]")
 @click.option("--ray", "ray_address", default=None, metavar="local|auto|ADDRESS", envvar="SIGHTLINE_RAY",
               help="Decode and embed on Ray: 'local' (this machine), 'auto' (the cluster this machine joined with "
                    "`ray start`) or a cluster address; the database is written here. [env: SIGHTLINE_RAY]")
@@ -29,11 +33,13 @@ from sightline.search.store_records import display_path
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @handle_errors
-def index(path, settings, batch_size, workers, no_draft, captions_file, ray_address, ray_embedders, quiet, as_json):
+def index(path, settings, batch_size, workers, no_draft, captions_file, export, ray_address, ray_embedders, quiet,
+          as_json):
     """Index the images under PATH (incremental: only new or changed files are embedded)."""
     from sightline.indexer.captions import caption_run
     from sightline.indexer.pipeline import IndexJob
     from sightline.search.models import model_id_for
+    from sightline.search.onnx_export import export_after_indexing, needs_export
 
     with settings.open_store(create=True) as store:
         # The model loads only if something needs embedding.
@@ -43,12 +49,23 @@ def index(path, settings, batch_size, workers, no_draft, captions_file, ray_addr
                        ray=_ray_plan(ray_address, ray_embedders, batch_size, settings, store))
         report = job.run(str(path))
         captions_added = caption_run(store, lambda: job.encoder, path, captions_file)
+        export_s = None
+        # Only when the model is loaded anyway: a rescan with nothing new never loads torch for it.
+        if export and job.encoder_loaded and needs_export(store.root, job.encoder.model_id):
+            if not as_json:
+                click.echo("Exporting the model to ONNX for torch-free searches (once per model)...", err=True)
+            started = time.perf_counter()
+            if export_after_indexing(store.root, job.encoder) is not None:
+                export_s = round(time.perf_counter() - started, 2)
     if as_json:
-        click.echo(json.dumps({**report.as_dict(), "captions_added": captions_added}, indent=2))
+        click.echo(json.dumps({**report.as_dict(), "captions_added": captions_added, "onnx_export_s": export_s},
+                              indent=2))
     else:
         _print_report(report)
         if captions_added:
             click.echo(f"Added {captions_added} caption(s).", err=True)
+        if export_s is not None:
+            click.echo(f"Exported the model to ONNX in {export_s:.1f} s.", err=True)
 
 
 def _print_report(report) -> None:

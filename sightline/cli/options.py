@@ -79,23 +79,30 @@ _PIXELS = [
                  help="Decompression-bomb limit: images with more pixels are refused. "
                       "[env: SIGHTLINE_MAX_PIXELS; default: 178,956,970]"),
 ]
+_ONNX = [
+    click.option("--onnx/--no-onnx", "onnx", default=True, show_default=True, envvar="SIGHTLINE_ONNX",
+                 help="Answer queries with the index's ONNX export of its model (onnxruntime, no torch to load) "
+                      "where it has one; --no-onnx always uses torch. [env: SIGHTLINE_ONNX]"),
+]
 _SETTING_PARAMS = ("index_dir", "db_url", "faiss_index", "model_name", "pretrained", "device", "precision",
-                   "max_pixels")
+                   "max_pixels", "onnx")
 
 
 def make_settings(index_dir: Optional[Path] = None, db_url: Optional[str] = None, faiss_index: Optional[str] = None,
                   model_name: Optional[str] = None, pretrained: Optional[str] = None, device: Optional[str] = None,
-                  precision: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> Settings:
+                  precision: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, onnx: bool = True) -> Settings:
     """The library settings for these option values (missing ones take their defaults)."""
     return Settings(index_dir or default_index_dir(), model=ModelSpec(model_name or None, pretrained or None),
                     device=device or None, precision=(precision or "auto").lower(), faiss_index=faiss_index or None,
-                    max_pixels=max_pixels, db_url=db_url or None)
+                    max_pixels=max_pixels, onnx=onnx, db_url=db_url or None)
 
 
 def with_settings(index: bool = True, faiss: bool = True, model: bool = True, precision: bool = True,
-                  pixels: bool = True):
-    """Add the chosen groups of setting options to a command; it receives them as one ``settings``."""
-    groups = ((index, _INDEX), (faiss, _FAISS), (model, _MODEL), (precision, _PRECISION), (pixels, _PIXELS))
+                  pixels: bool = True, onnx: bool = False):
+    """Add the chosen groups of setting options to a command; it receives them as one ``settings``.
+    ``onnx``: the commands that answer queries choose between the ONNX export and torch."""
+    groups = ((index, _INDEX), (faiss, _FAISS), (model, _MODEL), (precision, _PRECISION), (pixels, _PIXELS),
+              (onnx, _ONNX))
     options = [option for wanted, group in groups if wanted for option in group]
 
     def decorate(func):

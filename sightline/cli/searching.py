@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -20,7 +21,7 @@ from sightline.search.store_records import display_path
 @click.option("-k", "k", default=20, show_default=True, help="Number of results.")
 @click.option("--offset", default=0, help="Skip this many results (pagination).")
 @click.option("--min-score", type=float, default=None, help="Only results scoring at least this.")
-@with_settings()
+@with_settings(onnx=True)
 @json_option
 @handle_errors
 def search(query, image_path, k, offset, min_score, settings, as_json):
@@ -30,7 +31,7 @@ def search(query, image_path, k, offset, min_score, settings, as_json):
 
     if (query is None) == (image_path is None):
         raise InvalidQueryError("give a text QUERY or --image PATH (exactly one)")
-    engine = SearchEngine.open(settings)
+    engine = SearchEngine.open(dataclasses.replace(settings, single_query=True))
     try:
         if image_path is not None:
             image, _ = decode_image(image_path.read_bytes(), max_pixels=settings.max_pixels)
@@ -54,8 +55,9 @@ def search(query, image_path, k, offset, min_score, settings, as_json):
 @json_option
 @handle_errors
 def status(settings, as_json):
-    """What the index holds: counts, model, size on disk, last run, failed files."""
+    """What the index holds: counts, model, size on disk, last run, failed files, ONNX export."""
     from sightline.search.engine import SearchEngine
+    from sightline.search.onnx_files import export_status
 
     engine = SearchEngine.open(settings)
     try:
@@ -64,6 +66,7 @@ def status(settings, as_json):
     finally:
         engine.close()
     info["failures"] = [{"path": display_path(f.path), "reason": f.reason} for f in failures]
+    info["onnx"] = export_status(settings.index_dir, info["model"]) if info["model"] else None
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
@@ -76,6 +79,8 @@ def _print_status(info: dict) -> None:
     click.echo(f"Captions:  {info['captions']}")
     click.echo(f"Model:     {info['model'] or '(none yet)'}" + (f"  ({info['dim']}-d)" if info["dim"] else ""))
     click.echo(f"On disk:   {info['disk_bytes'] / 1e6:.1f} MB")
+    if info["model"]:
+        click.echo(f"Queries:   {_query_path(info['onnx'])}")
     run = info.get("last_run")
     if run:
         when = datetime.datetime.fromtimestamp(run["finished_at"] or run["started_at"]).isoformat(timespec="seconds")
@@ -86,3 +91,12 @@ def _print_status(info: dict) -> None:
         click.echo(f"Failed:    {len(info['failures'])} file(s)")
         for f in info["failures"][:50]:
             click.echo(f"  {f['path']}: {f['reason']}")
+
+
+def _query_path(onnx) -> str:
+    if onnx is None:
+        return "torch (no ONNX export yet: `sightline export` makes one)"
+    towers = [t for t in ("text", "image") if onnx[t]]
+    torch = [f"{t} on torch: {why}" for t, why in onnx["unsupported"].items()]
+    return "; ".join([f"{' and '.join(towers)} on onnxruntime ({onnx['bytes'] / 1e6:.0f} MB export)"] * bool(towers)
+                     + torch)

@@ -10,7 +10,7 @@ from sightline.cli.options import handle_errors, with_settings
 
 
 @click.command()
-@with_settings()
+@with_settings(onnx=True)
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="SIGHTLINE_HOST",
               help="Address to bind. Anything but loopback needs --token.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), envvar="SIGHTLINE_PORT")
@@ -21,7 +21,8 @@ from sightline.cli.options import handle_errors, with_settings
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Worker threads for inference, search and thumbnails.")
 @click.option("--torch-threads", type=click.IntRange(0, 256), default=None,
-              help="torch threads per inference (0: torch's default). [default: all CPU cores; one inference runs at a time]")
+              help="Threads per inference, for onnxruntime and torch (0: their default). [default: all CPU cores; "
+                   "one inference runs at a time]")
 @click.option("--thumbnail-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Thumbnail cache folder. [default: INDEX/thumbnails]")
 @click.option("--refresh", "refresh_seconds", default=2.0, show_default=True,
