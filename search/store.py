@@ -92,6 +92,17 @@ class Store:
         return store
 
     @property
+    def engine(self):
+        """The SQLAlchemy engine, for maintenance tools (repair, benchmarks); the store's methods
+        are the way to read and write an index."""
+        return self._engine
+
+    @property
+    def vector_backend(self):
+        """The vector search component: FAISS caches (SQLite) or pgvector (PostgreSQL)."""
+        return self._vectors
+
+    @property
     def backend(self) -> str:
         """'sqlite' or 'postgresql'."""
         return self._engine.dialect.name

@@ -133,7 +133,7 @@ class PgVectors:
         for kind, table in TABLES.items():
             conn.execute(text(f"ALTER TABLE {table.name} ALTER COLUMN embedding TYPE vector({int(dim)})"))
             conn.execute(text(
-                f"CREATE INDEX IF NOT EXISTS {_index_name(kind)} ON {table.name} USING hnsw "
+                f"CREATE INDEX IF NOT EXISTS {index_name(kind)} ON {table.name} USING hnsw "
                 f"((embedding::halfvec({int(dim)})) halfvec_ip_ops) "
                 f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"))
 
@@ -208,7 +208,8 @@ def _half_distance(table, vector: np.ndarray):
     return cast(table.c.embedding, half).op("<#>", return_type=Float)(cast(_query_vector(vector), half))
 
 
-def _index_name(kind: Kind) -> str:
+def index_name(kind: Kind) -> str:
+    """The HNSW index of ``kind``'s vectors."""
     return f"ix_{TABLES[kind].name}_embedding_hnsw"
 
 
