@@ -14,6 +14,7 @@ from sightline.cli.indexing import index
 from sightline.cli.maintenance import repair
 from sightline.cli.options import configure_logging
 from sightline.cli.research import demo_cmd, eval_cmd, train_cmd
+from sightline.cli.roots import roots
 from sightline.cli.searching import search, status
 from sightline.cli.serve import serve
 
@@ -26,5 +27,5 @@ def main(verbose: int) -> None:
     configure_logging(verbose)
 
 
-for _command in (index, search, status, serve, eval_cmd, train_cmd, demo_cmd, repair):
+for _command in (index, search, status, serve, eval_cmd, train_cmd, demo_cmd, repair, roots):
     main.add_command(_command)
