@@ -84,6 +84,16 @@ class Store:
     def db_path(self) -> Path:
         return self.root / DB_NAME
 
+    def read(self):
+        """A connection for library modules that compose their own queries on the schema
+        (``with store.read() as conn: ...``); writes go through the store's methods."""
+        return self._engine.connect()
+
+    def files_signature(self) -> tuple[int, int]:
+        """(count, highest id) of the files: changes whenever the set of files does (ids are never reused)."""
+        with self._engine.connect() as conn:
+            return tuple(conn.execute(select(func.count(), func.max(schema.files.c.id))).one())
+
     # ------------------------------------------------------------------- meta
     def get_meta(self, key: str) -> Optional[str]:
         with self._engine.connect() as conn:

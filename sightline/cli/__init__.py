@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from sightline.cli.duplicates import duplicates
 from sightline.cli.indexing import index
 from sightline.cli.maintenance import repair
 from sightline.cli.options import configure_logging
@@ -27,5 +28,5 @@ def main(verbose: int) -> None:
     configure_logging(verbose)
 
 
-for _command in (index, search, status, serve, eval_cmd, train_cmd, demo_cmd, repair, roots):
+for _command in (index, search, status, serve, eval_cmd, train_cmd, demo_cmd, repair, roots, duplicates):
     main.add_command(_command)
