@@ -3,6 +3,7 @@
 // compare dialog showing a copy next to the group's best file.
 
 import { api, ApiError, explainImageFailure } from "./api.js";
+import { formatBytes, formatDate } from "./detail.js";
 
 const PAGE = 30;
 const $ = (id) => document.getElementById(id);
@@ -240,21 +241,6 @@ function showError(err) {
   $("error-title").textContent = known && err.status ? `Error ${err.status} (${err.type}):` : "Error:";
   $("error-message").textContent = err.message || String(err);
   $("error").hidden = false;
-}
-
-function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let value = n / 1024;
-  let u = 0;
-  while (value >= 1024 && u < units.length - 1) { value /= 1024; u++; }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[u]}`;
-}
-
-function formatDate(iso) {
-  if (!iso) return null;
-  const d = new Date(iso);
-  return isNaN(d) ? iso : d.toLocaleString();
 }
 
 async function loadStatus() {
