@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Optional
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from sightline.search.duplicates import DEFAULT_THRESHOLD, MIN_THRESHOLD, DuplicateFinder
 from sightline.search.store_records import display_path
@@ -33,8 +33,7 @@ _finder_lock = threading.Lock()
 
 
 class DuplicatesQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+    # Unknown query parameters are ignored, as on every other route.
     threshold: float = Field(DEFAULT_THRESHOLD, ge=MIN_THRESHOLD, le=1.0, allow_inf_nan=False,
                              description="Cosine similarity from which two photos are near duplicates.")
     exact_only: bool = Field(False, description="Only identical files (the same content under several paths).")
