@@ -3,7 +3,6 @@ in a temporary folder, the real pipeline and the tiny open_clip model.  Every wa
 
 from __future__ import annotations
 
-import os
 import queue
 import shutil
 import threading
