@@ -4,8 +4,9 @@ Incremental (unchanged path, size and mtime: skipped; known content: vector
 reused), resumable (every batch is committed in one transaction, so a kill at
 any moment loses at most the batch in flight), and it loses nothing: a file
 that cannot be read is recorded with its reason and the job goes on.
-Disappeared files are swept at the end (mark and sweep), except under folders
-that could not be read this time.
+Disappeared files are swept at the end (mark and sweep), only under the roots
+of the run, never under folders that could not be read this time, nor under a
+root that looks unmounted (see :mod:`sightline.indexer.roots`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 from sightline.indexer.decode import Decoded, DecodeTask, DecoderConfig
+from sightline.indexer.roots import HeldRoot, Health, Target, plan_roots, record_indexed, root_health, targets_for_paths
 from sightline.indexer.scan import ScanProblem, walk_images
 from sightline.indexer.workers import decode_all
 from sightline.search.encoder import ClipEncoder, LazyEncoder, check_model
@@ -30,7 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IndexReport:
-    root: str
+    root: str  # the first root of the run (``roots`` lists them all)
+    roots: list[str] = field(default_factory=list)
     indexed: int = 0  # embedded by the model
     reused: int = 0  # moved/duplicated content: stored vector reused
     touched: int = 0  # mtime changed, content did not
@@ -38,6 +41,7 @@ class IndexReport:
     removed: int = 0
     still_failing: int = 0  # failed before and unchanged since: not retried
     failed: list[FailureRecord] = field(default_factory=list)
+    held: list[HeldRoot] = field(default_factory=list)  # roots not swept (missing, empty, other device)
     seconds: float = 0.0
 
     @property
@@ -50,7 +54,13 @@ class IndexReport:
             "unchanged": self.unchanged, "removed": self.removed, "still_failing": self.still_failing,
             "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
             "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+            "roots": self.roots, "held_back": [h.as_dict() for h in self.held],
         }
+
+    @property
+    def exit_error(self):
+        """The error of the first root whose photos were kept (its exit code is the run's), or None."""
+        return next((h.error for h in self.held if h.kept), None)
 
 
 @dataclass
@@ -61,7 +71,7 @@ class _Plan:
 
 
 class IndexJob:
-    """Index one folder (or file) into ``store`` with ``encoder``.
+    """Index folders or files (the index's roots) into ``store`` with ``encoder``.
 
     ``encoder`` may be a zero-argument factory: it is then called only if
     something needs embedding, so a rescan of an unchanged folder never loads
@@ -97,43 +107,75 @@ class IndexJob:
         enc = self.encoder
         self.store.bind_model(ModelInfo(enc.model_id, enc.dim, enc.name, enc.pretrained))
 
-    def run(self, root: str) -> IndexReport:
-        root = os.path.abspath(root)
+    def run(self, paths: "str | os.PathLike | Sequence[str | os.PathLike] | None" = None, *,
+            excludes: Optional[Sequence[str]] = None, clear_excludes: bool = False,
+            prune: bool = False) -> IndexReport:
+        """Index folders or files (remembered as roots; none: every remembered root).
+
+        ``excludes`` (or ``clear_excludes``) replace the roots' remembered globs;
+        ``prune`` sweeps roots that look unmounted (see :mod:`sightline.indexer.roots`).
+        """
+        if paths is None or isinstance(paths, (str, os.PathLike)):
+            paths = [] if paths is None else [paths]
+        # On a database server, writers of other roots run meanwhile; no paths: every root.
+        scopes = [os.path.abspath(p) for p in paths] or None
+        with self.store.writer(scopes=scopes):
+            targets = plan_roots(self.store, paths, excludes, clear_excludes)
+            return self._run(targets, prune)
+
+    def update(self, paths: Iterable[str]) -> IndexReport:
+        """Bring changed paths (files or folders, existing or not) under the remembered
+        roots up to date: watch mode's batch.  Roots are neither added nor changed."""
+        with self.store.writer():
+            return self._run(targets_for_paths(self.store, paths), prune=False)
+
+    def _run(self, targets: list[Target], prune: bool) -> IndexReport:
         started = time.perf_counter()
-        report = IndexReport(root=root)
-        with self.store.writer(scopes=[root]):  # on a database server, other roots' writers run meanwhile
-            current = self.store.model_info()
-            if self.model_id is not None:
-                check_model(current, self.model_id, f"the index at {self.store.location}")
-            previous = self.store.last_run()
-            run_id = self.store.start_run(root)
-            if previous is not None and previous["finished_at"] is None and current is not None:
-                # The last run was killed: what it committed never reached the FAISS files.
-                # Catch them up once here (saved below), not in every reader until the next change.
-                self.store.vectors(Kind.FILES), self.store.vectors(Kind.CAPTIONS)
-            plan = self._plan(root, report)
-            if plan.todo:
-                self._bind_model()
-                self._process(plan, report)
-            if plan.gone:
-                self.store.remove_files(plan.gone)
-                report.removed = len(plan.gone)
-            report.seconds = time.perf_counter() - started
-            self.store.save()  # before the run is marked finished: "finished" means the FAISS files are current
-            self.store.finish_run(run_id, indexed=report.indexed, reused=report.reused,
-                                  skipped=report.unchanged, removed=report.removed, failed=len(report.failed))
+        roots = list(dict.fromkeys(t.root.path for t in targets))
+        report = IndexReport(root=roots[0] if roots else "", roots=roots)
+        current = self.store.model_info()
+        if self.model_id is not None:
+            check_model(current, self.model_id, f"the index at {self.store.location}")
+        previous = self.store.last_run()
+        run_id = self.store.start_run(", ".join(roots))
+        if previous is not None and previous["finished_at"] is None and current is not None:
+            # The last run was killed: what it committed never reached the FAISS files.
+            # Catch them up once here (saved below), not in every reader until the next change.
+            self.store.vectors(Kind.FILES), self.store.vectors(Kind.CAPTIONS)
+        plan = _Plan([], {}, [])
+        held = {}
+        for target in targets:
+            self._plan_target(target, plan, report, prune, held)
+        if plan.todo:
+            self._bind_model()
+            self._process(plan, report)
+        if plan.gone:
+            self.store.remove_files(plan.gone)
+            report.removed = len(plan.gone)
+        for target in targets:
+            if target.root.path not in held:
+                record_indexed(self.store, target.root)
+        report.held = list(held.values())
+        report.seconds = time.perf_counter() - started
+        self.store.save()  # before the run is marked finished: "finished" means the FAISS files are current
+        self.store.finish_run(run_id, indexed=report.indexed, reused=report.reused,
+                              skipped=report.unchanged, removed=report.removed, failed=len(report.failed))
         return report
 
     # ------------------------------------------------------------------ plan
-    def _plan(self, root: str, report: IndexReport) -> _Plan:
+    def _plan_target(self, target: Target, plan: "_Plan", report: IndexReport, prune: bool, held: dict) -> None:
+        scope = target.scope
         problems: list[ScanProblem] = []
-        scanned = list(walk_images(root, problems))
-        under = None if os.path.isfile(root) else root
-        known = self.store.file_states(under)
-        if under is None:
-            known = {p: s for p, s in known.items() if p == root}
-        failed_before = self.store.failure_states(under)
-        todo, replace = [], {}
+        target.exclusions.reset()
+        root_there = os.path.lexists(target.root.path)
+        scanned = list(walk_images(scope, problems, target.exclusions)) if root_there else []
+        if not target.whole_root and not os.path.lexists(scope):
+            # A folder or file under a present root that is gone: deleted, not unreadable.
+            problems = [p for p in problems if p.path != scope]
+        elif not root_there:
+            problems = []  # reported as a missing root below, not as a failure
+        known = self.store.file_states(scope)
+        failed_before = self.store.failure_states(scope)
         for f in scanned:
             state = known.get(f.path)
             if state is not None and (state.size, state.mtime_ns) == (f.size, f.mtime_ns):
@@ -142,15 +184,25 @@ class IndexJob:
                 report.still_failing += 1
             else:
                 if state is not None:
-                    replace[f.path] = state
-                todo.append(DecodeTask(f.path, f.size, f.mtime_ns))
+                    plan.replace[f.path] = state
+                plan.todo.append(DecodeTask(f.path, f.size, f.mtime_ns))
         unreadable = [FailureRecord(p.path, 0, 0, p.reason) for p in problems]
         report.failed.extend(unreadable)
         self.store.record_failures(unreadable)
         present = {f.path for f in scanned}
         gone = [s.id for p, s in known.items() if p not in present and not _inside_any(p, problems)]
+        health = root_health(target.root, len(scanned) if target.whole_root else None,
+                             target.exclusions.skipped, len(known))
+        if gone and health is not Health.OK and not prune:
+            log.warning("%s: root %s; keeping %d photo(s) that are not there", target.root.path, health.value,
+                        len(gone))
+            previous = held.get(target.root.path)
+            held[target.root.path] = HeldRoot(target.root.path, health, len(gone) + (previous.kept if previous else 0))
+            return
+        if health is not Health.OK and not gone and target.root.path not in held and health is Health.MISSING:
+            held[target.root.path] = HeldRoot(target.root.path, health, 0)  # nothing to keep; still said
+        plan.gone.extend(gone)
         self._forget_vanished_failures(failed_before, present, problems)
-        return _Plan(todo, replace, gone)
 
     def _forget_vanished_failures(self, failed_before: dict, present: set, problems: list[ScanProblem]) -> None:
         # A path that could not be read this time (or lies under such a folder) has not

@@ -11,7 +11,10 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from sightline.indexer.ignore import Exclusions
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,13 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def walk_images(root: str, problems: list[ScanProblem] | None = None) -> Iterator[ScannedFile]:
+def walk_images(root: str, problems: list[ScanProblem] | None = None,
+                exclusions: "Exclusions | None" = None) -> Iterator[ScannedFile]:
     """Yield every image file below ``root`` (or ``root`` itself if it is a file).
 
     Unreadable directories and files are appended to ``problems`` when given.
+    ``exclusions`` (:class:`~sightline.indexer.ignore.Exclusions`) leaves out
+    folders and files.
     """
     problems = problems if problems is not None else []
     root = os.path.abspath(root)
@@ -51,7 +57,8 @@ def walk_images(root: str, problems: list[ScanProblem] | None = None) -> Iterato
         problems.append(ScanProblem(root, f"cannot read: {exc.strerror or exc}"))
         return
     if stat.S_ISREG(st.st_mode):
-        yield ScannedFile(root, st.st_size, st.st_mtime_ns)
+        if exclusions is None or not exclusions.excludes_path(root):
+            yield ScannedFile(root, st.st_size, st.st_mtime_ns)
         return
     seen: set[tuple[int, int]] = set()
     stack = [root]
@@ -76,10 +83,12 @@ def walk_images(root: str, problems: list[ScanProblem] | None = None) -> Iterato
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=True):
-                    if not entry.name.startswith("."):
+                    if not entry.name.startswith(".") and not (exclusions and exclusions.excludes_dir(entry.path)):
                         subdirs.append(entry.path)
                     continue
                 if not is_image_name(entry.name) or not entry.is_file(follow_symlinks=True):
+                    continue
+                if exclusions is not None and exclusions.excludes_file(entry.path):
                     continue
                 est = entry.stat(follow_symlinks=True)
             except OSError as exc:

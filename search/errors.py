@@ -98,3 +98,31 @@ class DatabaseUnavailableError(SightlineError):
 
     exit_code = 24
     http_status = 503
+
+
+class RootMissingError(SightlineError):
+    """A remembered root is missing (an unmounted disk, a renamed share): its photos were kept, not swept."""
+
+    exit_code = 20
+    http_status = 409
+
+
+class RootEmptyError(SightlineError):
+    """A remembered root holds no photos any more (an empty mount point?): its photos were kept, not swept."""
+
+    exit_code = 21
+    http_status = 409
+
+
+class RootDeviceChangedError(SightlineError):
+    """A remembered root is on another device than when it was indexed: its missing photos were kept."""
+
+    exit_code = 22
+    http_status = 409
+
+
+class WatchError(SightlineError):
+    """Watch mode cannot watch a root (e.g. the inotify watch limit is reached)."""
+
+    exit_code = 23
+    http_status = 500

@@ -141,12 +141,51 @@ runs = Table(
 )
 
 
+#: The folders (or single files) an index covers: ``sightline index PATH...``
+#: remembers each, with its exclusion globs and what it held when last
+#: indexed, so that a missing, emptied or swapped disk is never swept.
+roots = Table(
+    "roots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", LargeBinary, nullable=False, unique=True),
+    #: JSON list of glob patterns matched against full paths (``--exclude``).
+    Column("excludes", Text, nullable=False, default="[]"),
+    #: ``st_dev`` of the root when it was last indexed (NULL: not yet known).
+    Column("device", Integer, nullable=True),
+    #: Photos under the root after its last run (0 with ``indexed_at`` NULL: never indexed).
+    Column("files", Integer, nullable=False, default=0),
+    Column("indexed_at", Float, nullable=True),
+    Column("added_at", Float, nullable=False),
+)
+
+
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _v2_library_roots(conn: Connection) -> None:
+    """The ``roots`` table, filled with the folders earlier runs indexed (outermost
+    ones only), so an index made before roots existed keeps its safe sweeping."""
+    roots.create(conn, checkfirst=True)  # a new database got it from _v1's create_all
+    if conn.execute(roots.select().limit(1)).first() is not None:
+        return
+    seen = sorted({row[0] for row in conn.execute(text("SELECT DISTINCT root FROM runs"))}, key=len)
+    outer: list[bytes] = []
+    for path in seen:
+        if not any(path == o or path.startswith(o.rstrip(b"/") + b"/") for o in outer):
+            outer.append(path)
+    for path in outer:
+        prefix = path.rstrip(b"/") + b"/"
+        count = conn.execute(text("SELECT count(*) FROM files WHERE path = :p OR (path >= :lo AND path < :hi)"),
+                             {"p": path, "lo": prefix, "hi": prefix[:-1] + b"0"}).scalar()
+        if count:
+            conn.execute(roots.insert().values(path=path, excludes="[]", device=None, files=count,
+                                               indexed_at=None, added_at=0.0))
+
+
 #: Migration N takes a database from version N-1 to version N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_library_roots]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -43,6 +43,7 @@ from sightline.search.store_records import (
     path_str,
 )
 from sightline.search.store_db import DB_NAME, FileWriterLock, open_database
+from sightline.search.store_roots import RootTable, under_clause
 from sightline.search.store_vectors import VectorCaches
 from sightline.search.vectors import IndexPlan, VectorIndex
 
@@ -69,6 +70,7 @@ class Store:
         self._vectors = vectors
         self._writer_lock = writer_lock
         self._writer_depth = 0
+        self.roots = RootTable(engine)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -121,6 +123,16 @@ class Store:
     @property
     def db_path(self) -> Path:
         return self.root / DB_NAME
+
+    def read(self):
+        """A connection for library modules that compose their own queries on the schema
+        (``with store.read() as conn: ...``); writes go through the store's methods."""
+        return self._engine.connect()
+
+    def files_signature(self) -> tuple[int, int]:
+        """(count, highest id) of the files: changes whenever the set of files does (ids are never reused)."""
+        with self._engine.connect() as conn:
+            return tuple(conn.execute(select(func.count(), func.max(schema.files.c.id))).one())
 
     # ------------------------------------------------------------------- meta
     def get_meta(self, key: str) -> Optional[str]:
@@ -179,7 +191,7 @@ class Store:
 
     # ------------------------------------------------------------- file reads
     def file_states(self, under: Optional[str] = None) -> dict[str, FileState]:
-        """path -> (id, size, mtime_ns, sha256) for every file (below ``under``)."""
+        """path -> (id, size, mtime_ns, sha256) for every file (at or below the path ``under``)."""
         t = schema.files
         query = select(t.c.id, t.c.path, t.c.size, t.c.mtime_ns, t.c.sha256)
         query = _under(query, t.c.path, under)
@@ -259,6 +271,26 @@ class Store:
         with self._engine.begin() as conn:
             for file_id, size, mtime_ns in updates:
                 conn.execute(update(t).where(t.c.id == file_id).values(size=size, mtime_ns=mtime_ns))
+
+    def move_files(self, moves: Sequence[tuple[int, str]]) -> None:
+        """Give files a new path, keeping their id, vector and captions (a rename on disk:
+        same content, size and mtime).  A row already holding a new path is replaced."""
+        t = schema.files
+        with self._lock, self._engine.begin() as conn:
+            targets = [path_key(p) for _, p in moves]
+            taken = [r[0] for chunk in chunked(targets)
+                     for r in conn.execute(select(t.c.id).where(t.c.path.in_(chunk)))]
+            taken = [i for i in taken if i not in {int(m) for m, _ in moves}]
+            removed_captions = self._delete_files(conn, taken)
+            # Two steps, so that chains and swaps (a -> b, b -> a) never collide on the unique path.
+            for file_id, _ in moves:
+                conn.execute(update(t).where(t.c.id == int(file_id)).values(path=b"\0moving\0%d" % int(file_id)))
+            for file_id, key in zip((int(m) for m, _ in moves), targets):
+                conn.execute(update(t).where(t.c.id == file_id).values(path=key))
+            for chunk in chunked(targets):
+                conn.execute(delete(schema.failures).where(schema.failures.c.path.in_(chunk)))
+        self._vectors.apply(Kind.FILES, remove=taken)
+        self._vectors.apply(Kind.CAPTIONS, remove=removed_captions)
 
     def remove_files(self, ids: Sequence[int]) -> None:
         with self._lock, self._engine.begin() as conn:
@@ -404,11 +436,8 @@ class Store:
 
 
 def _under(query, column, under: Optional[str]):
-    if under is None:
-        return query
-    # Byte-range prefix match that can use the unique index on path.
-    prefix = path_key(under).rstrip(b"/") + b"/"
-    return query.where(column >= prefix, column < prefix[:-1] + b"0")
+    """Rows at or below the path ``under`` (a folder, or a file)."""
+    return query if under is None else query.where(under_clause(column, under))
 
 
 def _model_info(conn) -> Optional[ModelInfo]:

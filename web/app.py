@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from sightline.web.api import build_router
+from sightline.web.api_duplicates import build_duplicates_router
 from sightline.web.errors import install_handlers
 from sightline.web.security import RequestGuard
 from sightline.web.service import SearchService
@@ -73,6 +74,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     index_dir = Path(settings.index_dir)
     install_handlers(app, secrets=[str(index_dir), str(index_dir.expanduser().resolve())])
     app.include_router(build_router())
+    app.include_router(build_duplicates_router())
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

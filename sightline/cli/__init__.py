@@ -13,11 +13,13 @@ import sys
 
 import click
 
+from sightline.cli.duplicates import duplicates
 from sightline.cli.exporting import export_cmd
 from sightline.cli.indexing import index
 from sightline.cli.maintenance import repair
 from sightline.cli.options import configure_logging
 from sightline.cli.research import demo_cmd, eval_cmd, train_cmd
+from sightline.cli.roots import roots
 from sightline.cli.searching import search, status
 from sightline.cli.serve import serve
 
@@ -72,5 +74,5 @@ def run() -> None:
     os._exit(status)
 
 
-for _command in (index, search, status, serve, export_cmd, eval_cmd, train_cmd, demo_cmd, repair):
+for _command in (index, search, status, serve, export_cmd, eval_cmd, train_cmd, demo_cmd, repair, roots, duplicates):
     main.add_command(_command)

@@ -55,7 +55,8 @@ def search(query, image_path, k, offset, min_score, settings, as_json):
 @json_option
 @handle_errors
 def status(settings, as_json):
-    """What the index holds: counts, model, size on disk, last run, failed files, ONNX export."""
+    """What the index holds: counts, model, size on disk, roots, last run, failed files, ONNX export."""
+    from sightline.indexer.roots import describe_roots
     from sightline.search.engine import SearchEngine
     from sightline.search.onnx_files import export_status
 
@@ -63,6 +64,7 @@ def status(settings, as_json):
     try:
         info = engine.status()
         failures = engine.store.failures()
+        info["roots"] = describe_roots(engine.store)
     finally:
         engine.close()
     info["failures"] = [{"path": display_path(f.path), "reason": f.reason} for f in failures]
@@ -81,6 +83,10 @@ def _print_status(info: dict) -> None:
     click.echo(f"On disk:   {info['disk_bytes'] / 1e6:.1f} MB")
     if info["model"]:
         click.echo(f"Queries:   {_query_path(info['onnx'])}")
+    from sightline.cli.roots import format_root
+
+    for i, row in enumerate(info["roots"]):
+        click.echo(f"{'Roots:' if i == 0 else '':<11}{format_root(row)}")
     run = info.get("last_run")
     if run:
         when = datetime.datetime.fromtimestamp(run["finished_at"] or run["started_at"]).isoformat(timespec="seconds")

@@ -207,12 +207,16 @@ def test_damaged_stored_embeddings_are_dropped_and_reembedded(tmp_path, tiny_mod
 
 
 def _corrupt_middle_page(root):
+    """Overwrite the middle page of the files table (found with dbstat, so that new
+    tables or indexes elsewhere in the file do not move the damage somewhere else)."""
     checkpoint(root)
     db = root / "sightline.db"
-    pages = db.stat().st_size // 4096
+    with sqlite3.connect(db) as conn:
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = [p for (p,) in conn.execute("SELECT pageno FROM dbstat WHERE name = 'files' ORDER BY pageno")]
     with open(db, "r+b") as handle:
-        handle.seek(pages // 2 * 4096)
-        handle.write(np.random.default_rng(0).bytes(4096))
+        handle.seek((pages[len(pages) // 2] - 1) * size)
+        handle.write(np.random.default_rng(0).bytes(size))
 
 
 def test_damaged_database_is_named_never_a_traceback(index):

@@ -90,3 +90,26 @@ def exposed(fake_index, tmp_path):
                              token=TOKEN)
     with serve(settings, base_url="http://photos.example:8000") as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def duplicate_index(tmp_path_factory, tiny_model_args) -> tuple[Path, Path]:
+    """An index (real `sightline index`, tiny model) with exact and near copies:
+    photo_0001 resized and re-encoded, photo_0002 copied into a second root."""
+    import shutil
+
+    from PIL import Image
+
+    from sightline.cli import main
+
+    photos, backup = tmp_path_factory.mktemp("dup-photos"), tmp_path_factory.mktemp("dup-backup")
+    write_photos(photos, 8, size=(320, 240))
+    with Image.open(photos / "photo_0001.jpg") as im:
+        im.resize((160, 120)).save(photos / "photo_0001_small.jpg", quality=90)
+        im.save(photos / "photo_0001_q60.jpg", quality=60)
+    shutil.copy2(photos / "photo_0002.jpg", backup / "photo_0002.jpg")
+    index_dir = tmp_path_factory.mktemp("dup-index")
+    result = CliRunner().invoke(main, ["index", str(photos), str(backup), "--index", str(index_dir), "--workers", "0",
+                                       "--quiet", *tiny_model_args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return index_dir, photos

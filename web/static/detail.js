@@ -159,7 +159,7 @@ function renderOwnCaptions(captions) {
   box.append(h, ul);
 }
 
-function formatBytes(n) {
+export function formatBytes(n) {
   if (n < 1024) return `${n} B`;
   const units = ["KiB", "MiB", "GiB"];
   let value = n / 1024;
@@ -168,7 +168,7 @@ function formatBytes(n) {
   return `${value.toFixed(value < 10 ? 1 : 0)} ${units[u]}`;
 }
 
-function formatDate(iso) {
+export function formatDate(iso) {
   if (!iso) return null;
   const d = new Date(iso);
   return isNaN(d) ? iso : d.toLocaleString();
