@@ -4,6 +4,7 @@ optionally side by side with the peers (rclip, clip-retrieval).
     python benchmarks/indexing.py                 # harness photos + random ViT-B-32, 3 runs
     python benchmarks/indexing.py --peers         # also run the peers' harness scripts, print ratios
     python benchmarks/indexing.py --photos DIR --model NAME --pretrained FILE
+    python benchmarks/indexing.py --ray           # also `sightline index --ray local`, alternating with plain runs
 
 Prints medians with (min–max) spread.  "model only" is the forward pass on
 already preprocessed batches in this process; "efficiency" is the indexing
@@ -46,13 +47,13 @@ def model_only(model: str, pretrained: str, photos: Path, batch_size: int, runs:
     return rates
 
 
-def sightline_runs(args, n_images: int) -> list[dict]:
+def sightline_runs(args, n_images: int, extra: tuple = ()) -> list[dict]:
     results = []
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "sightline", "index", str(args.photos), "--index", f"{tmp}/index",
                    "--model", args.model, "--pretrained", args.pretrained, "--batch-size", str(args.batch_size),
-                   "--precision", args.precision, "--json"]
+                   "--precision", args.precision, "--no-export", "--json", *extra]
             if args.workers is not None:
                 cmd += ["--workers", str(args.workers)]
             env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="for the job and the model-only row (an fp32 model-only row is always added)")
     parser.add_argument("--peers", action="store_true", help="also run the peers' harness and print ratios")
+    parser.add_argument("--ray", action="store_true", help="also index with --ray local (Ray Data on this machine)")
     args = parser.parse_args()
     args.photos = require(args.photos or default_photos(), "photo folder")
     args.pretrained = str(require(Path(args.pretrained) if args.pretrained else default_checkpoint(), "checkpoint"))
@@ -113,6 +115,12 @@ def main() -> None:
         ["Sightline index: wall incl. start + model load", spread([r["wall_img_s"] for r in ours]),
          spread([r["wall_s"] for r in ours]), f"peak {max(r['peak_pss_mib'] for r in ours):.0f} MiB PSS ({max(r['peak_rss_mib'] for r in ours):.0f} RSS), process tree"],
     ]
+    if args.ray:
+        on_ray = sightline_runs(args, n_images, ("--ray", "local"))
+        ratio = statistics.median(r["wall_s"] for r in on_ray) / statistics.median(r["wall_s"] for r in ours)
+        rows.append(["Sightline index --ray local: wall incl. Ray start", spread([r["wall_img_s"] for r in on_ray]),
+                     spread([r["wall_s"] for r in on_ray]),
+                     f"{ratio:.2f}x the plain run's wall; job {spread([r['job_img_s'] for r in on_ray])} img/s"])
     if args.peers:
         ours_wall = statistics.median([r["wall_s"] for r in ours])
         for name, peer in peer_runs(args.runs).items():

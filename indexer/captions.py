@@ -58,7 +58,7 @@ def caption_run(store: Store, encoder, root: os.PathLike | str, captions_file: O
     only if something needs embedding.  Returns how many captions were added."""
     root = os.path.abspath(root)
     added = 0
-    with store.writer():
+    with store.writer(scopes=[root]):
         if captions_file is not None:
             base = root if os.path.isdir(root) else os.path.dirname(root)
             added += index_captions(store, encoder, load_caption_file(captions_file, base), batch_size)
@@ -80,7 +80,7 @@ def index_captions(store: Store, encoder: EncoderOrFactory, captions: Mapping[st
     zero-argument factory, called only when there is something to embed.
     Returns how many captions were embedded and added.
     """
-    get_encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.root}").get
+    get_encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.location}").get
     states = store.file_states()
     wanted: list[tuple[int, list[str]]] = []
     stale: list[int] = []

@@ -41,6 +41,8 @@ class Decoded:
     # The error may go away without the file changing (permissions fixed by
     # chmod, which leaves mtime alone; an I/O error): retry on every run.
     transient: bool = False
+    #: The embedding, when it was computed where the file was decoded (on Ray).
+    vector: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)

@@ -81,15 +81,18 @@ class IndexJob:
 
     def __init__(self, store: Store, encoder: "ClipEncoder | Callable[[], ClipEncoder]", *,
                  model_id: Optional[str] = None, batch_size: int = 32, workers: Optional[int] = None,
-                 progress: bool = True, use_draft: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 progress: bool = True, use_draft: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 ray: Optional[tuple] = None):
         self.store = store
-        self._encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.root}")
+        self._encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.location}")
         self.model_id = model_id or getattr(encoder, "model_id", None)
         self.batch_size = max(1, batch_size)
         self.workers = default_workers() if workers is None else workers
         self.progress = progress
         self.use_draft = use_draft
         self.max_pixels = max_pixels
+        #: (RayOptions, EncoderRecipe): decode and embed on Ray (see ``indexer/ray_embed.py``).
+        self.ray = ray
 
     @property
     def encoder(self) -> ClipEncoder:
@@ -114,7 +117,9 @@ class IndexJob:
         """
         if paths is None or isinstance(paths, (str, os.PathLike)):
             paths = [] if paths is None else [paths]
-        with self.store.writer():
+        # On a database server, writers of other roots run meanwhile; no paths: every root.
+        scopes = [os.path.abspath(p) for p in paths] or None
+        with self.store.writer(scopes=scopes):
             targets = plan_roots(self.store, paths, excludes, clear_excludes)
             return self._run(targets, prune)
 
@@ -130,7 +135,7 @@ class IndexJob:
         report = IndexReport(root=roots[0] if roots else "", roots=roots)
         current = self.store.model_info()
         if self.model_id is not None:
-            check_model(current, self.model_id, f"the index at {self.store.root}")
+            check_model(current, self.model_id, f"the index at {self.store.location}")
         previous = self.store.last_run()
         run_id = self.store.start_run(", ".join(roots))
         if previous is not None and previous["finished_at"] is None and current is not None:
@@ -213,9 +218,8 @@ class IndexJob:
         batch = _Batch()
         bar = _progress_bar(len(plan.todo), self.progress)
         try:
-            window = max(2 * self.batch_size, 4 * self.workers)
             config = DecoderConfig(self.encoder.preprocessor, self.max_pixels, self.use_draft)
-            for item in decode_all(plan.todo, config, known_hashes, self.workers, window):
+            for item in self._decoded(plan.todo, config, known_hashes):
                 self._accept(item, plan, batch, report)
                 if len(batch.to_embed) >= self.batch_size or len(batch.reuse) >= self.batch_size:
                     self._flush(batch, report)
@@ -223,6 +227,16 @@ class IndexJob:
             self._flush(batch, report)
         finally:
             bar.close()
+
+    def _decoded(self, tasks: list[DecodeTask], config: DecoderConfig, known_hashes: frozenset):
+        """Decoded files in completion order: from this machine's decode workers, or from Ray
+        (which embeds them too)."""
+        if self.ray is not None:
+            from sightline.indexer.ray_embed import embed_on_ray
+
+            options, recipe = self.ray
+            return embed_on_ray(tasks, config, known_hashes, recipe, options)
+        return decode_all(tasks, config, known_hashes, self.workers, max(2 * self.batch_size, 4 * self.workers))
 
     def _accept(self, item: Decoded, plan: _Plan, batch: "_Batch", report: IndexReport) -> None:
         task = item.task
@@ -250,8 +264,11 @@ class IndexJob:
     def _flush(self, batch: "_Batch", report: IndexReport) -> None:
         records = []
         if batch.to_embed:
-            vectors = self.encoder.encode_preprocessed([d.pixels for d in batch.to_embed])
-            records += [_record(d, v) for d, v in zip(batch.to_embed, vectors)]
+            local = [d for d in batch.to_embed if d.vector is None]
+            if local:
+                for d, v in zip(local, self.encoder.encode_preprocessed([d.pixels for d in local])):
+                    d.vector = v
+            records += [_record(d, d.vector) for d in batch.to_embed]
             report.indexed += len(batch.to_embed)
         if batch.reuse:
             fresh = {r.sha256: r for r in records}

@@ -76,7 +76,12 @@ class Report:
 # ------------------------------------------------------------------- verify
 def verify(store: Store) -> Report:
     """Check ``store`` without changing anything (no lock needed)."""
-    report = Report(index=str(store.root))
+    report = Report(index=store.location)
+    if store.backend == "postgresql":
+        from sightline.indexer.repair_pg import verify_pg
+
+        verify_pg(store, report, DAMAGED, FATAL)
+        return report
     db = store.db_path
     try:
         conn = _read_only(db)
@@ -222,7 +227,11 @@ def repair(store: Store) -> Report:
                 "; ".join(fatal) + ". It cannot be rebuilt from the FAISS files: move it away and re-index "
                 "with `sightline index` (your photos are not touched).")
         repaired = _fix_database(store, before)
-        for kind, _, filename in KINDS:
+        if store.backend == "postgresql":
+            from sightline.indexer.repair_pg import rebuild_vector_indexes
+
+            repaired += rebuild_vector_indexes(store, before)
+        for kind, _, filename in KINDS if store.backend == "sqlite" else ():
             if any(p.where == filename for p in before.problems) or before.bad_ids[kind]:
                 store.vector_file(kind).unlink(missing_ok=True)  # the store then builds it from the database
                 count = store.vectors(kind).ntotal

@@ -102,7 +102,7 @@ class Watcher:
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Take the writer lock and start watching (events queue up until :meth:`loop`)."""
-        self._writer = self.store.writer()
+        self._writer = self.store.writer(scopes=self.scopes)  # on a database server: these roots only
         self._writer.__enter__()
         try:
             self._observer = self._make_observer()

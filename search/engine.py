@@ -52,7 +52,7 @@ class SearchEngine:
 
     def __init__(self, store: Store, encoder: "Encoder | Callable[[], Encoder]", cache_size: int = 256):
         self.store = store
-        self._encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.root}")
+        self._encoder = LazyEncoder(encoder, store.model_info, f"the index at {store.location}")
         # One forward pass at a time: torch already spreads each one over all
         # cores, and concurrent passes only fight over them (each caller
         # thread gets its own OpenMP team), which costs more than it overlaps.
@@ -167,7 +167,8 @@ class SearchEngine:
         info = self.store.model_info()
         counts = self.store.counts()
         return {
-            "index": str(self.store.root),
+            "index": self.store.location,
+            "backend": self.store.backend,
             "images": counts["images"],
             "captions": counts["captions"],
             "failed": counts["failed"],

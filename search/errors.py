@@ -93,6 +93,13 @@ class ConfigurationError(SightlineError):
     http_status = 500
 
 
+class DatabaseUnavailableError(SightlineError):
+    """A database server cannot be used: unreachable, refusing the login, or lacking pgvector."""
+
+    exit_code = 24
+    http_status = 503
+
+
 class RootMissingError(SightlineError):
     """A remembered root is missing (an unmounted disk, a renamed share): its photos were kept, not swept."""
 

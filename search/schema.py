@@ -3,13 +3,20 @@
 The store owns the database; this module only says what it looks like.  Each
 migration moves the schema up by one version and is applied in order inside
 one transaction, so a database is always at exactly one version.
+
+The same schema and migrations serve SQLite (the embedded default) and
+PostgreSQL: columns use portable types (64-bit integers where values need
+them, :class:`Embedding` for vectors), and :func:`upsert` stands in for
+SQLite's ``INSERT OR REPLACE``.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     ForeignKey,
@@ -20,11 +27,47 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    select,
     text,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
+
+#: Row ids: SQLite's INTEGER PRIMARY KEY (the rowid, AUTOINCREMENT so never
+#: reused) or PostgreSQL's 64-bit identity (a sequence, never reused either).
+RowId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Embedding(TypeDecorator):
+    """An L2-normalised float32 vector: little-endian bytes in SQLite, pgvector's
+    ``vector`` in PostgreSQL (its width is fixed once the index records its model).
+    Python sees ``np.ndarray`` (float32) either way."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            from pgvector.sqlalchemy import VECTOR
+
+            return dialect.type_descriptor(VECTOR())
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        array = np.ascontiguousarray(value, dtype="<f4").reshape(-1)
+        return array if dialect.name == "postgresql" else array.tobytes()
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return np.asarray(value, dtype=np.float32)
+        return np.frombuffer(value, dtype="<f4")
 
 #: key/value settings: schema_version, model_id, dim, model spec, generation...
 meta = Table(
@@ -41,10 +84,10 @@ meta = Table(
 files = Table(
     "files",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("path", LargeBinary, nullable=False, unique=True),
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
@@ -52,8 +95,8 @@ files = Table(
     Column("orientation", Integer, nullable=True),
     Column("format", String, nullable=True),
     Column("indexed_at", Float, nullable=False),
-    # float32 little-endian, L2-normalised; the source of truth for FAISS.
-    Column("embedding", LargeBinary, nullable=False),
+    # L2-normalised; the source of truth (FAISS files are caches of it).
+    Column("embedding", Embedding, nullable=False),
     Index("ix_files_sha256", "sha256"),
     sqlite_autoincrement=True,
 )
@@ -62,11 +105,11 @@ files = Table(
 captions = Table(
     "captions",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("file_id", Integer, ForeignKey("files.id", ondelete="CASCADE"), nullable=True),
+    Column("id", RowId, primary_key=True),
+    Column("file_id", RowId, ForeignKey("files.id", ondelete="CASCADE"), nullable=True),
     Column("text", Text, nullable=False),
     Column("source", String, nullable=True),
-    Column("embedding", LargeBinary, nullable=False),
+    Column("embedding", Embedding, nullable=False),
     Index("ix_captions_file_id", "file_id"),
     sqlite_autoincrement=True,
 )
@@ -76,8 +119,8 @@ failures = Table(
     "failures",
     metadata,
     Column("path", LargeBinary, primary_key=True),
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
     Column("reason", Text, nullable=False),
     Column("failed_at", Float, nullable=False),
 )
@@ -86,7 +129,7 @@ failures = Table(
 runs = Table(
     "runs",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("root", LargeBinary, nullable=False),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
@@ -147,13 +190,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def current_version(conn: Connection) -> int:
-    has_meta = conn.execute(
-        text("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'")
-    ).first()
-    if not has_meta:
+    if not inspect(conn).has_table("meta"):
         return 0
-    row = conn.execute(text("SELECT value FROM meta WHERE key='schema_version'")).first()
-    return int(row[0]) if row else 0
+    value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+    return int(value) if value else 0
 
 
 def migrate(conn: Connection) -> int:
@@ -161,8 +201,34 @@ def migrate(conn: Connection) -> int:
     version = current_version(conn)
     for number in range(version + 1, SCHEMA_VERSION + 1):
         MIGRATIONS[number - 1](conn)
-        conn.execute(
-            text("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', :v)"),
-            {"v": str(number)},
-        )
+        set_meta(conn, schema_version=number)
     return max(version, SCHEMA_VERSION)
+
+
+def lock_for_migration(conn: Connection) -> None:
+    """On a database server, serialise schema changes and the first model binding
+    across processes until this transaction ends (SQLite's writes are serial anyway)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": MIGRATION_LOCK_SPACE})
+
+
+#: Advisory-lock namespace of schema changes on PostgreSQL.
+MIGRATION_LOCK_SPACE = 0x51647
+
+
+def upsert(conn: Connection, table: Table, values: dict) -> None:
+    """Insert a row, or replace the one with the same primary key (both backends)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    keys = [c.name for c in table.primary_key.columns]
+    statement = insert(table).values(**values)
+    others = {k: statement.excluded[k] for k in values if k not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=others) if others
+                 else statement.on_conflict_do_nothing(index_elements=keys))
+
+
+def set_meta(conn: Connection, **values) -> None:
+    for key, value in values.items():
+        upsert(conn, meta, {"key": key, "value": str(value)})

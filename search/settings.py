@@ -21,7 +21,8 @@ from sightline.search.models import ModelSpec
 class Settings:
     """Which index, which model, and how to run it."""
 
-    #: The index folder (database, FAISS files, thumbnails).
+    #: The index folder (database, FAISS files, thumbnails); with :attr:`db_url`, the local
+    #: folder for thumbnails and model exports.
     index_dir: Path
     #: The model asked for; empty: the index's recorded model, else the default (see ``resolve_spec``).
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -36,6 +37,9 @@ class Settings:
     faiss_index: Optional[str] = None
     #: Decompression-bomb limit, in pixels, for every decoded image.
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: A database server holding the index instead of the folder's SQLite file: a SQLAlchemy
+    #: URL such as ``postgresql+psycopg://user@host/photos`` (PostgreSQL with pgvector).
+    db_url: Optional[str] = None
     #: Search with the index's ONNX export (onnxruntime, no torch) where it has one.
     onnx: bool = True
     #: The process answers one query and exits (``sightline search``): the encoder is
@@ -49,6 +53,8 @@ class Settings:
         """The store at :attr:`index_dir` (created when ``create``)."""
         from sightline.search.store import Store
 
+        if self.db_url:
+            return Store.open_url(self.db_url, self.index_dir, create=create)
         return Store.open(self.index_dir, create=create, faiss_index=self.faiss_index)
 
     def spec_for(self, store):

@@ -1,15 +1,22 @@
-"""The index on disk: SQLite metadata (via SQLAlchemy) plus FAISS vectors.
+"""The index: metadata and embeddings in a database (via SQLAlchemy), and vector search.
 
-One object owns the database.  SQLite is the source of truth: every vector is
-also stored there as float32, and the FAISS files are caches that are brought
-back in step by comparing id sets (ids are never reused), so a crash at any
-moment costs at most a catch-up, never data.  The store records which model
-made its vectors and refuses vectors from any other.
+One object owns the database, whichever it is:
+
+- SQLite (the embedded default, one folder): every vector is stored in the
+  database as float32, and FAISS files are caches of them, brought back in
+  step by comparing id sets (ids are never reused), so a crash at any moment
+  costs at most a catch-up, never data (:mod:`~sightline.search.store_vectors`);
+- PostgreSQL with pgvector (``Store.open_url``): vectors are ``vector``
+  columns searched in the database through HNSW indexes, so many servers and
+  indexers can share it (:mod:`~sightline.search.store_pg`).
+
+Both use the same schema and code for everything but vector search and
+writer locking.  The store records which model made its vectors and refuses
+vectors from any other.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -22,7 +29,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, text, update
 
 from sightline.search import schema
-from sightline.search.errors import IndexLockedError, ModelMismatchError, NotFoundError
+from sightline.search.errors import ModelMismatchError, NotFoundError
 from sightline.search.chunks import chunked
 from sightline.search.store_records import (
     CaptionRow,
@@ -35,10 +42,10 @@ from sightline.search.store_records import (
     path_key,
     path_str,
 )
-from sightline.search.store_db import DB_NAME, open_database
+from sightline.search.store_db import DB_NAME, FileWriterLock, open_database
 from sightline.search.store_roots import RootTable, under_clause
 from sightline.search.store_vectors import VectorCaches
-from sightline.search.vectors import IndexPlan, VectorIndex, vector_to_blob, vectors_from_blobs
+from sightline.search.vectors import IndexPlan, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +60,57 @@ class Store:
     choice (see :func:`sightline.search.vectors.choose_factory`).
     """
 
-    def __init__(self, root: Path, engine, faiss_index: Optional[str] = None):
+    def __init__(self, root: Path, engine, vectors, writer_lock, location: Optional[str] = None):
+        #: A local folder: the SQLite index itself, or the caches beside a database server's index.
         self.root = root
+        #: Where the index is, for messages (a folder, or a database URL without its password).
+        self.location = location or str(root)
         self._engine = engine
         self._lock = threading.RLock()
-        self._vectors = VectorCaches(engine, root, lambda: self.dim, self._lock, faiss_index)
-        self._writer_lock_file = None
+        self._vectors = vectors
+        self._writer_lock = writer_lock
         self._writer_depth = 0
         self.roots = RootTable(engine)
 
     # ----------------------------------------------------------------- opening
     @classmethod
     def open(cls, root: os.PathLike | str, create: bool = False, faiss_index: Optional[str] = None) -> "Store":
-        """The index at ``root`` (created when ``create``), its schema brought up to date."""
+        """The SQLite index at ``root`` (created when ``create``), its schema brought up to date."""
         root = Path(root).expanduser()
-        return cls(root, open_database(root / DB_NAME, create), faiss_index)
+        store = cls(root, open_database(root / DB_NAME, create), None, FileWriterLock(root))
+        store._vectors = VectorCaches(store._engine, root, lambda: store.dim, store._lock, faiss_index)
+        return store
+
+    @classmethod
+    def open_url(cls, url: str, cache_dir: os.PathLike | str, create: bool = False) -> "Store":
+        """The index in the PostgreSQL database at ``url`` (a SQLAlchemy URL such as
+        ``postgresql+psycopg://user@host/db``); ``cache_dir`` is a local folder for
+        thumbnails and model exports."""
+        from sightline.search.store_pg import PgVectors, PgWriterLock, open_postgres, redact
+
+        engine = open_postgres(url, create)
+        store = cls(Path(cache_dir).expanduser(), engine, None, PgWriterLock(engine, redact(url)), redact(url))
+        store._vectors = PgVectors(engine, lambda: store.dim)
+        return store
+
+    @property
+    def engine(self):
+        """The SQLAlchemy engine, for maintenance tools (repair, benchmarks); the store's methods
+        are the way to read and write an index."""
+        return self._engine
+
+    @property
+    def vector_backend(self):
+        """The vector search component: FAISS caches (SQLite) or pgvector (PostgreSQL)."""
+        return self._vectors
+
+    @property
+    def backend(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self._engine.dialect.name
 
     def close(self) -> None:
-        self._release_writer_lock()
+        self._writer_lock.release()
         self._writer_depth = 0
         self._engine.dispose()
 
@@ -99,43 +139,45 @@ class Store:
         with self._engine.connect() as conn:
             return conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
 
-    def _set_meta(self, conn, **values) -> None:
-        for key, value in values.items():
-            conn.execute(
-                text("INSERT OR REPLACE INTO meta(key, value) VALUES (:k, :v)"), {"k": key, "v": str(value)}
-            )
-
     def model_info(self) -> Optional[ModelInfo]:
         with self._engine.connect() as conn:
-            rows = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
-        if "model_id" not in rows:
-            return None
-        return ModelInfo(rows["model_id"], int(rows["dim"]), rows.get("model_name", ""), rows.get("pretrained", ""))
+            return _model_info(conn)
 
     def bind_model(self, info: ModelInfo) -> None:
         """Record the model on first use; refuse a different one afterwards."""
         current = self.model_info()
         if current is None:
             with self._engine.begin() as conn:
-                self._set_meta(conn, model_id=info.model_id, dim=info.dim, model_name=info.name,
-                               pretrained=info.pretrained)
-            return
+                schema.lock_for_migration(conn)  # two first writers on a server: one binds, the other checks
+                current = _model_info(conn)
+                if current is None:
+                    schema.set_meta(conn, model_id=info.model_id, dim=info.dim, model_name=info.name,
+                                    pretrained=info.pretrained)
+                    if hasattr(self._vectors, "bind"):
+                        self._vectors.bind(conn, info.dim)
+                    return
         if current.model_id != info.model_id or current.dim != info.dim:
             raise ModelMismatchError(
-                f"the index at {self.root} holds vectors from model {current.model_id!r} "
+                f"the index at {self.location} holds vectors from model {current.model_id!r} "
                 f"({current.dim}-d); refusing to add vectors from {info.model_id!r}. Use the same "
                 f"--model/--pretrained, or re-index into a new folder with --index NEW_DIR "
-                f"(or delete {self.root} first)."
+                f"(or delete {self.location} first)."
             )
 
     # ---------------------------------------------------------------- locking
     @contextmanager
-    def writer(self) -> Iterator["Store"]:
-        """Hold the index's writer lock: one writer at a time, across processes
-        (an OS lock, freed on exit or kill).  Re-entrant; the FAISS caches are
-        saved when the outermost block ends."""
+    def writer(self, scopes: Optional[Sequence[str]] = None) -> Iterator["Store"]:
+        """Hold the writer lock, across processes, freed on exit or kill.
+
+        ``scopes``: the roots this writer changes.  On a database server, writers
+        of different roots run at once and writers of one root one at a time; a
+        writer without scopes (repair, removing a root) excludes every other.
+        A SQLite index has one writer at a time, whatever the scopes.
+        Re-entrant (the outermost block's scopes hold); the FAISS caches are
+        saved when the outermost block ends.
+        """
         if self._writer_depth == 0:
-            self._acquire_writer_lock()
+            self._writer_lock.acquire(scopes)
         self._writer_depth += 1
         try:
             yield self
@@ -145,25 +187,7 @@ class Store:
                 try:
                     self.save()
                 finally:
-                    self._release_writer_lock()
-
-    def _acquire_writer_lock(self) -> None:
-        handle = open(self.root / "write.lock", "a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise IndexLockedError(
-                f"another process is writing to the index at {self.root} (an `sightline index` run?). "
-                f"Wait for it to finish, then try again."
-            ) from None
-        self._writer_lock_file = handle
-
-    def _release_writer_lock(self) -> None:
-        if self._writer_lock_file is not None:
-            fcntl.flock(self._writer_lock_file.fileno(), fcntl.LOCK_UN)
-            self._writer_lock_file.close()
-            self._writer_lock_file = None
+                    self._writer_lock.release()
 
     # ------------------------------------------------------------- file reads
     def file_states(self, under: Optional[str] = None) -> dict[str, FileState]:
@@ -216,10 +240,10 @@ class Store:
     def file_embedding(self, file_id: int) -> np.ndarray:
         t = schema.files
         with self._engine.connect() as conn:
-            blob = conn.execute(select(t.c.embedding).where(t.c.id == int(file_id))).scalar()
-        if blob is None:
+            vector = conn.execute(select(t.c.embedding).where(t.c.id == int(file_id))).scalar()
+        if vector is None:
             raise NotFoundError(f"no image with id {file_id} in the index")
-        return vectors_from_blobs([blob], self.dim)[0]
+        return np.asarray(vector, np.float32).reshape(self.dim)
 
     # ------------------------------------------------------------ file writes
     def add_files(self, records: Sequence[FileRecord], replace_ids: Sequence[int] = ()) -> list[int]:
@@ -232,10 +256,7 @@ class Store:
         now = time.time()
         with self._lock, self._engine.begin() as conn:
             removed_captions = self._delete_files(conn, replace_ids)
-            ids = []
-            for rec in records:
-                result = conn.execute(insert(t).values(**rec.row_values(now)))
-                ids.append(int(result.inserted_primary_key[0]))
+            ids = _insert_returning_ids(conn, t, [rec.row_values(now) for rec in records])
             paths = [path_key(r.path) for r in records]
             if paths:
                 conn.execute(delete(schema.failures).where(schema.failures.c.path.in_(paths)))
@@ -292,11 +313,9 @@ class Store:
         now = time.time()
         with self._engine.begin() as conn:
             for item in items:
-                conn.execute(
-                    text("INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason, failed_at) "
-                         "VALUES (:p, :s, :m, :r, :t)"),
-                    {"p": path_key(item.path), "s": item.size, "m": item.mtime_ns, "r": item.reason, "t": now},
-                )
+                schema.upsert(conn, schema.failures, {"path": path_key(item.path), "size": item.size,
+                                                      "mtime_ns": item.mtime_ns, "reason": item.reason,
+                                                      "failed_at": now})
 
     def forget_failures(self, paths: Iterable[str]) -> None:
         keys = [path_key(p) for p in paths]
@@ -307,12 +326,10 @@ class Store:
     # --------------------------------------------------------------- captions
     def add_captions(self, items: Sequence[tuple[Optional[int], str, Optional[str], np.ndarray]]) -> list[int]:
         """Add (file_id or None, text, source, embedding) captions; returns their ids."""
-        ids = []
+        rows = [dict(file_id=file_id, text=caption, source=source, embedding=vector)
+                for file_id, caption, source, vector in items]
         with self._lock, self._engine.begin() as conn:
-            for file_id, caption, source, vector in items:
-                result = conn.execute(insert(schema.captions).values(
-                    file_id=file_id, text=caption, source=source, embedding=vector_to_blob(vector)))
-                ids.append(int(result.inserted_primary_key[0]))
+            ids = _insert_returning_ids(conn, schema.captions, rows)
         if items:
             self._vectors.apply(Kind.CAPTIONS, ids=ids, vectors=np.stack([i[3] for i in items]))
         return ids
@@ -346,15 +363,22 @@ class Store:
     def dim(self) -> int:
         info = self.model_info()
         if info is None:
-            raise NotFoundError(f"the index at {self.root} holds no vectors yet")
+            raise NotFoundError(f"the index at {self.location} holds no vectors yet")
         return info.dim
 
-    def search(self, kind: Kind, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Top-k (id, score) by inner product among ``kind``'s vectors."""
-        return self._vectors.search(Kind(kind), query, k)
+    def search(self, kind: Kind, query: np.ndarray, k: int, where=None) -> list[tuple[int, float]]:
+        """Top-k (id, score) by inner product among ``kind``'s vectors (those of the rows
+        matching ``where``, a SQLAlchemy condition on the kind's table, when given)."""
+        if where is None:
+            return self._vectors.search(Kind(kind), query, k)
+        return self._vectors.search(Kind(kind), query, k, where=where)
+
+    def vector_ids(self, kind: Kind) -> np.ndarray:
+        """The ids the vector search sees (the database's, once caches have caught up)."""
+        return self._vectors.ids(Kind(kind))
 
     def vectors(self, kind: Kind) -> VectorIndex:
-        """The FAISS index of ``kind`` (loaded and caught up with the database)."""
+        """The FAISS index of ``kind`` (loaded and caught up with the database); SQLite only."""
         return self._vectors.index(Kind(kind))
 
     def index_plan(self, kind: Kind) -> IndexPlan:
@@ -402,9 +426,30 @@ class Store:
         return out
 
     def disk_bytes(self) -> int:
+        """Bytes the index takes: its folder's files, or its tables and indexes on the server."""
+        if self.backend == "postgresql":
+            with self._engine.connect() as conn:
+                return int(conn.execute(text(
+                    "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'")).scalar() or 0)
         return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
 
 
 def _under(query, column, under: Optional[str]):
     """Rows at or below the path ``under`` (a folder, or a file)."""
     return query if under is None else query.where(under_clause(column, under))
+
+
+def _model_info(conn) -> Optional[ModelInfo]:
+    rows = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+    if "model_id" not in rows:
+        return None
+    return ModelInfo(rows["model_id"], int(rows["dim"]), rows.get("model_name", ""), rows.get("pretrained", ""))
+
+
+def _insert_returning_ids(conn, table, rows: list[dict]) -> list[int]:
+    """Insert ``rows`` in one statement per batch; their new ids, in order."""
+    if not rows:
+        return []
+    result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
+    return [int(r[0]) for r in result]

@@ -7,14 +7,16 @@ names the file and says what to do.
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
+from typing import Optional, Sequence
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from sightline.search import schema
-from sightline.search.errors import IndexNotFoundError, StoreCorruptError
+from sightline.search.errors import IndexLockedError, IndexNotFoundError, StoreCorruptError
 
 DB_NAME = "sightline.db"
 
@@ -77,3 +79,31 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+class FileWriterLock:
+    """One writer at a time for a SQLite index: an OS lock on ``write.lock`` in its
+    folder, freed on exit or kill.  SQLite serialises writes anyway, so scopes
+    (roots) are not told apart: any writer excludes every other."""
+
+    def __init__(self, root: Path):
+        self._root = root
+        self._handle = None
+
+    def acquire(self, scopes: Optional[Sequence[str]] = None) -> None:
+        handle = open(self._root / "write.lock", "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise IndexLockedError(
+                f"another process is writing to the index at {self._root} (an `sightline index` run?). "
+                f"Wait for it to finish, then try again."
+            ) from None
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

@@ -14,7 +14,6 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from sightline.search.vectors import vector_to_blob, vectors_from_blobs
 
 
 class Kind(str, Enum):
@@ -73,7 +72,7 @@ class FileRecord:
         return dict(
             path=path_key(self.path), size=self.size, mtime_ns=self.mtime_ns, sha256=self.sha256,
             width=self.width, height=self.height, taken_at=self.taken_at, orientation=self.orientation,
-            format=self.format, indexed_at=indexed_at, embedding=vector_to_blob(self.embedding),
+            format=self.format, indexed_at=indexed_at, embedding=self.embedding,
         )
 
     @classmethod
@@ -81,7 +80,7 @@ class FileRecord:
         return cls(
             path=path_str(row.path), size=row.size, mtime_ns=row.mtime_ns, sha256=row.sha256,
             width=row.width, height=row.height, taken_at=row.taken_at, orientation=row.orientation,
-            format=row.format, embedding=vectors_from_blobs([row.embedding], dim)[0],
+            format=row.format, embedding=np.asarray(row.embedding, np.float32).reshape(dim),
         )
 
 

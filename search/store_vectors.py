@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import LargeBinary, func, select, type_coerce
 
 from sightline.search import schema
 from sightline.search.store_records import Kind
@@ -66,6 +66,9 @@ class VectorCaches:
                 count = conn.execute(select(func.count()).select_from(TABLES[kind])).scalar_one()
         return choose_factory(count, self._dim(), self._override)
 
+    def ids(self, kind: Kind) -> np.ndarray:
+        return self.index(kind).ids()
+
     def path(self, kind: Kind) -> Path:
         return self._root / VECTOR_FILES[kind]
 
@@ -85,7 +88,7 @@ class VectorCaches:
     def _build(self, kind: Kind, plan: IndexPlan) -> VectorIndex:
         table = TABLES[kind]
         with self._engine.connect() as conn:
-            rows = conn.execute(select(table.c.id, table.c.embedding).order_by(table.c.id)).all()
+            rows = conn.execute(select(table.c.id, _raw(table)).order_by(table.c.id)).all()
         ids = np.array([r[0] for r in rows], np.int64)
         vectors = vectors_from_blobs([r[1] for r in rows], self._dim())
         log.info("building %s vectors (%d) as %s", kind.value, len(ids), plan.factory)
@@ -112,7 +115,7 @@ class VectorCaches:
         for start in range(0, missing.size, _SYNC_CHUNK):
             chunk = [int(i) for i in missing[start:start + _SYNC_CHUNK]]
             with self._engine.connect() as conn:
-                rows = conn.execute(select(table.c.id, table.c.embedding).where(table.c.id.in_(chunk))).all()
+                rows = conn.execute(select(table.c.id, _raw(table)).where(table.c.id.in_(chunk))).all()
             index.add(np.array([r[0] for r in rows], np.int64), vectors_from_blobs([r[1] for r in rows], index.dim))
         if stale.size or missing.size:
             log.info("%s vectors: caught up with the database (+%d, -%d)", kind.value, missing.size, stale.size)
@@ -150,3 +153,9 @@ class VectorCaches:
                         index = self._indexes[kind] = self._build(kind, plan)
                     index.save(self.path(kind))
                 self._dirty.discard(kind)
+
+
+def _raw(table):
+    """The embedding column as stored bytes: one join and one frombuffer for a whole
+    chunk instead of an array per row (FAISS caches exist for SQLite only)."""
+    return type_coerce(table.c.embedding, LargeBinary).label("embedding")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import BACKENDS, index_settings, start_pg_server
 from tests.helpers import TINY_CONFIG, FakeEncoder, make_tiny_checkpoint
 
 # Tests never reach a model hub; the first missing file must fail fast.
@@ -56,3 +57,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One private PostgreSQL server (with pgvector) for the whole run; each test gets its own database."""
+    server = start_pg_server()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Run a test once per storage backend."""
+    return request.param
+
+
+@pytest.fixture
+def fresh_settings(backend, tmp_path, request):
+    """Library settings for a new, empty index on ``backend``."""
+    server = request.getfixturevalue("pg_server") if backend == "postgresql" else None
+    return index_settings(backend, tmp_path / "idx", server)

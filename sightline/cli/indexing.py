@@ -34,6 +34,11 @@ from sightline.search.store_records import display_path
 @click.option("--export/--no-export", "export", default=True, show_default=True, envvar="SIGHTLINE_EXPORT",
               help="Export the model to ONNX in the index folder (once per model, after embedding), so that "
                    "searches run without torch. [env: SIGHTLINE_EXPORT]")
+@click.option("--ray", "ray_address", default=None, metavar="local|auto|ADDRESS", envvar="SIGHTLINE_RAY",
+              help="Decode and embed on Ray: 'local' (this machine), 'auto' (the cluster this machine joined with "
+                   "`ray start`) or a cluster address; the database is written here. [env: SIGHTLINE_RAY]")
+@click.option("--ray-embedders", type=click.IntRange(1), default=None,
+              help="Embedding actors on Ray. [default: one per GPU, else one]")
 @click.option("--watch", is_flag=True, help="After indexing, keep watching the folders and apply changes as "
                                             "they happen (Ctrl-C or SIGTERM stops, exit 0).")
 @click.option("--poll", is_flag=True, envvar="SIGHTLINE_WATCH_POLL",
@@ -50,7 +55,7 @@ from sightline.search.store_records import display_path
 @json_option
 @handle_errors
 def index(paths, settings, excludes, clear_excludes, prune, batch_size, workers, no_draft, captions_file, export,
-          watch, poll, poll_interval, debounce, quiet, as_json):
+          ray_address, ray_embedders, watch, poll, poll_interval, debounce, quiet, as_json):
     """Index the images under each PATH (folders or files), remembered as the index's roots.
 
     Incremental: only new or changed files are embedded.  Without PATH, every
@@ -65,11 +70,15 @@ def index(paths, settings, excludes, clear_excludes, prune, batch_size, workers,
 
     if captions_file is not None and len(paths) != 1:
         raise ConfigurationError("--captions needs exactly one PATH (its image paths are relative to it)")
-    with settings.open_store(create=True) as store, store.writer():
+    import os
+
+    scopes = [os.path.abspath(p) for p in paths] or None  # on a database server, other roots' writers run meanwhile
+    with settings.open_store(create=True) as store, store.writer(scopes=scopes):
         # The model loads only if something needs embedding.
         job = IndexJob(store, settings.encoder_factory(store), model_id=model_id_for(settings.spec_for(store)),
                        batch_size=batch_size, workers=workers, progress=not quiet and not as_json and not watch,
-                       use_draft=not no_draft, max_pixels=settings.max_pixels)
+                       use_draft=not no_draft, max_pixels=settings.max_pixels,
+                       ray=_ray_plan(ray_address, ray_embedders, batch_size, settings, store))
         watcher = _watcher(job, store, paths, poll, poll_interval, debounce, as_json) if watch else None
         try:
             report = job.run([str(p) for p in paths], excludes=list(excludes) if excludes else None,
@@ -166,3 +175,13 @@ def _print_report(report) -> None:
             echo(f"  {display_path(failure.path)}: {failure.reason}")
         if len(report.failed) > 50:
             echo(f"  ... and {len(report.failed) - 50} more (`sightline status --json` lists all)")
+
+
+def _ray_plan(address, embedders, batch_size, settings, store):
+    """(RayOptions, EncoderRecipe) for IndexJob, or None to decode and embed in this process."""
+    if not address:
+        return None
+    from sightline.indexer.ray_embed import EncoderRecipe, RayOptions
+
+    return (RayOptions(address, batch_size=batch_size, embedders=embedders),
+            EncoderRecipe(settings.spec_for(store), settings.precision, settings.device))

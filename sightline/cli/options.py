@@ -46,7 +46,11 @@ def default_index_dir() -> Path:
 _INDEX = [
     click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  envvar="SIGHTLINE_INDEX",
-                 help="Index folder. [env: SIGHTLINE_INDEX; default: the user data dir]"),
+                 help="Index folder (with --db: the local folder for thumbnails and model exports). "
+                      "[env: SIGHTLINE_INDEX; default: the user data dir]"),
+    click.option("--db", "db_url", default=None, metavar="URL", envvar="SIGHTLINE_DB",
+                 help="Keep the index in a PostgreSQL database with pgvector instead of the folder, e.g. "
+                      "postgresql+psycopg://user@host/photos. [env: SIGHTLINE_DB]"),
 ]
 _FAISS = [
     click.option("--faiss-index", default=None, metavar="FACTORY", envvar="SIGHTLINE_FAISS_INDEX",
@@ -80,17 +84,17 @@ _ONNX = [
                  help="Answer queries with the index's ONNX export of its model (onnxruntime, no torch to load) "
                       "where it has one; --no-onnx always uses torch. [env: SIGHTLINE_ONNX]"),
 ]
-_SETTING_PARAMS = ("index_dir", "faiss_index", "model_name", "pretrained", "device", "precision", "max_pixels",
-                   "onnx")
+_SETTING_PARAMS = ("index_dir", "db_url", "faiss_index", "model_name", "pretrained", "device", "precision",
+                   "max_pixels", "onnx")
 
 
-def make_settings(index_dir: Optional[Path] = None, faiss_index: Optional[str] = None,
+def make_settings(index_dir: Optional[Path] = None, db_url: Optional[str] = None, faiss_index: Optional[str] = None,
                   model_name: Optional[str] = None, pretrained: Optional[str] = None, device: Optional[str] = None,
                   precision: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, onnx: bool = True) -> Settings:
     """The library settings for these option values (missing ones take their defaults)."""
     return Settings(index_dir or default_index_dir(), model=ModelSpec(model_name or None, pretrained or None),
                     device=device or None, precision=(precision or "auto").lower(), faiss_index=faiss_index or None,
-                    max_pixels=max_pixels, onnx=onnx)
+                    max_pixels=max_pixels, onnx=onnx, db_url=db_url or None)
 
 
 def with_settings(index: bool = True, faiss: bool = True, model: bool = True, precision: bool = True,

@@ -1,4 +1,6 @@
-"""The store: exact search, model binding, durability of vectors, odd paths, locking."""
+"""The store, on both backends (SQLite + FAISS and PostgreSQL + pgvector): exact
+search, model binding, ids, odd paths, captions, locking; then what is particular
+to the SQLite folder (FAISS caches, a damaged file)."""
 
 import os
 
@@ -25,16 +27,24 @@ def _records(n, seed=0, prefix="/photos/img"):
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(fresh_settings):
+    s = fresh_settings.open_store(create=True)
+    s.bind_model(MODEL)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
     s = Store.open(tmp_path / "idx", create=True)
     s.bind_model(MODEL)
     yield s
     s.close()
 
 
-def test_open_missing_index_says_how_to_create_one(tmp_path):
+def test_open_missing_index_says_how_to_create_one(fresh_settings):
     with pytest.raises(IndexNotFoundError, match="sightline index"):
-        Store.open(tmp_path / "nothing")
+        fresh_settings.open_store()
 
 
 def test_search_equals_brute_force(store):
@@ -54,29 +64,29 @@ def test_model_mismatch_is_refused_with_advice(store):
     store.bind_model(MODEL)  # the same model is fine
 
 
-def test_vectors_rebuilt_from_database(tmp_path, store):
-    ids = store.add_files(_records(50))
-    store.save()
+def test_vectors_rebuilt_from_database(tmp_path, sqlite_store):
+    ids = sqlite_store.add_files(_records(50))
+    sqlite_store.save()
     (tmp_path / "idx" / "images.faiss").unlink()
     query = _vectors(1, 5)[0]
-    before = store.search("files", query, 5)
+    before = sqlite_store.search("files", query, 5)
     reopened = Store.open(tmp_path / "idx")
     assert reopened.search("files", query, 5) == before
     assert sorted(reopened.vectors("files").ids().tolist()) == sorted(ids)
 
 
-def test_damaged_vector_file_is_rebuilt(tmp_path, store, caplog):
-    store.add_files(_records(20))
-    store.save()
+def test_damaged_vector_file_is_rebuilt(tmp_path, sqlite_store, caplog):
+    sqlite_store.add_files(_records(20))
+    sqlite_store.save()
     (tmp_path / "idx" / "images.faiss").write_bytes(b"garbage" * 10)
     reopened = Store.open(tmp_path / "idx")
     assert reopened.vectors("files").ntotal == 20
     assert "damaged" in caplog.text
 
 
-def test_stale_vector_file_catches_up(tmp_path, store):
-    store.add_files(_records(10))
-    store.save()
+def test_stale_vector_file_catches_up(tmp_path, sqlite_store):
+    sqlite_store.add_files(_records(10))
+    sqlite_store.save()
     # Another process (simulated by a second store) adds and removes without saving.
     other = Store.open(tmp_path / "idx")
     new_ids = other.add_files(_records(5, seed=1, prefix="/photos/new"))
@@ -86,12 +96,12 @@ def test_stale_vector_file_catches_up(tmp_path, store):
         list(range(1, 100))).keys())
 
 
-def test_refresh_sees_other_writers(tmp_path, store):
-    store.add_files(_records(10))
+def test_refresh_sees_other_writers(tmp_path, sqlite_store):
+    sqlite_store.add_files(_records(10))
     reader = Store.open(tmp_path / "idx")
     assert reader.vectors("files").ntotal == 10
-    ids = store.add_files(_records(3, seed=2, prefix="/photos/more"))
-    store.remove_files(ids[:1])
+    ids = sqlite_store.add_files(_records(3, seed=2, prefix="/photos/more"))
+    sqlite_store.remove_files(ids[:1])
     reader.refresh()
     assert reader.vectors("files").ntotal == 12
 
@@ -108,7 +118,7 @@ def test_replace_and_remove_keep_faiss_and_sqlite_in_step(store):
     new = store.add_files(_records(2, seed=4, prefix="/photos/replacement"), replace_ids=ids[:2])
     store.remove_files(ids[2:4])
     expected = set(ids[4:]) | set(new)
-    assert set(store.vectors("files").ids().tolist()) == expected
+    assert set(store.vector_ids("files").tolist()) == expected
     assert set(store.get_files(list(expected) + ids[:4]).keys()) == expected
     with pytest.raises(NotFoundError):
         store.get_file(ids[0])
@@ -137,11 +147,11 @@ def test_captions_follow_their_file(store):
     assert store.search("captions", _vectors(1, 7)[0], 1)[0][0] == cap_ids[0]
     store.remove_files([ids[0]])
     assert store.counts()["captions"] == 1
-    assert set(store.vectors("captions").ids().tolist()) == {cap_ids[1]}
+    assert set(store.vector_ids("captions").tolist()) == {cap_ids[1]}
 
 
-def test_second_writer_is_refused(tmp_path, store):
-    other = Store.open(tmp_path / "idx")
+def test_second_writer_is_refused(fresh_settings, store):
+    other = fresh_settings.open_store()
     with store.writer():
         with pytest.raises(IndexLockedError, match="another process"):
             with other.writer():

@@ -9,7 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from sightline.search.engine import SearchEngine
+from sightline.search.settings import Settings
 from sightline.search.store import ModelInfo, Store
+from tests.backends import BACKENDS, index_settings
 from tests.helpers import FakeEncoder, write_photos
 from tests.web.support import CAPTIONS, PHOTOS, add_special_photos, fake_record, make_settings, serve
 
@@ -22,31 +24,46 @@ def photo_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def built_index(tmp_path_factory, photo_dir, tiny_model_args, tiny_encoder) -> Path:
-    """An index made by the real `sightline index` command, plus stored captions."""
+def build_index(settings: Settings, photo_dir: Path, tiny_model_args, tiny_encoder) -> Settings:
+    """An index made by the real `sightline index` command (on the settings' backend), plus stored captions."""
     from sightline.cli import main
 
-    index_dir = tmp_path_factory.mktemp("index")
-    result = CliRunner().invoke(main, ["index", str(photo_dir), "--index", str(index_dir), "--workers", "0",
-                                       "--quiet", *tiny_model_args], catch_exceptions=False)
+    where = ["--index", str(settings.index_dir)] + (["--db", settings.db_url] if settings.db_url else [])
+    result = CliRunner().invoke(main, ["index", str(photo_dir), *where, "--workers", "0", "--quiet",
+                                       *tiny_model_args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    with Store.open(index_dir) as store:
+    with settings.open_store() as store:
         first = sorted(store.file_states().values())[0].id
         vectors = tiny_encoder.encode_texts(CAPTIONS)
         store.add_captions([(first if i == 0 else None, text, "test", vec)
                             for i, (text, vec) in enumerate(zip(CAPTIONS, vectors))])
         store.save()
-    return index_dir
+    return settings
 
 
 @pytest.fixture(scope="session")
-def client(built_index, tiny_encoder, tmp_path_factory):
-    """The app over the real index; the encoder is the session's tiny model
-    (the same weights the index was built with, loaded once)."""
+def built_index(tmp_path_factory, photo_dir, tiny_model_args, tiny_encoder) -> Path:
+    """The SQLite index folder built by `sightline index` (tests that need the folder itself)."""
+    return build_index(Settings(tmp_path_factory.mktemp("index")), photo_dir, tiny_model_args,
+                       tiny_encoder).index_dir
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def built(request, tmp_path_factory, photo_dir, tiny_model_args, tiny_encoder) -> Settings:
+    """The same index built on each backend: SQLite (the folder from ``built_index``) and PostgreSQL."""
+    if request.param == "sqlite":
+        return Settings(request.getfixturevalue("built_index"))
+    settings = index_settings("postgresql", tmp_path_factory.mktemp("index"), request.getfixturevalue("pg_server"))
+    return build_index(settings, photo_dir, tiny_model_args, tiny_encoder)
+
+
+@pytest.fixture(scope="session")
+def client(built, tiny_encoder, tmp_path_factory):
+    """The app over the real index, once per backend; the encoder is the session's tiny
+    model (the same weights the index was built with, loaded once)."""
     tmp = tmp_path_factory.mktemp("server")
-    factory = lambda: SearchEngine(Store.open(built_index), tiny_encoder)  # noqa: E731
-    with serve(make_settings(built_index, tmp, engine_factory=factory)) as c:
+    factory = lambda: SearchEngine(built.open_store(), tiny_encoder)  # noqa: E731
+    with serve(make_settings(built.index_dir, tmp, core={"db_url": built.db_url}, engine_factory=factory)) as c:
         yield c
 
 
